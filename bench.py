@@ -1,0 +1,128 @@
+"""Benchmark: is a training step's time the model's time?
+
+In one run, with one model and one set of settings, the images per second of
+  (a) the real training loop (common.train_epoch: in-memory uint8 data, batched augmentation,
+      lr schedule, metrics on the device),
+  (b) the model step alone, on one ready batch, over and over,
+  (c) the conventional loop: torchvision ImageFolder (or CIFAR10) + PIL transforms + a
+      DataLoader with --workers worker processes, feeding the same model step,
+and the ratios a/b (1.0 = the loop costs nothing beyond the model) and a/c.
+
+The three are measured in interleaved rounds, each after a few untimed warm-up steps (which
+also drain what the DataLoader prefetched meanwhile). The rates are medians over rounds; the
+ratios are medians of each round's ratios, whose terms were timed seconds apart, so that the
+machine's drift (seen here: +-6% between rounds on a 2-core VM) cancels. Timings on a busy
+machine mean nothing: run nothing else heavy meanwhile.
+
+    python bench.py --data /tmp/cifar10 --arch resnet20 --batch-size 128
+"""
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+import torchvision
+import torchvision.transforms as T
+
+import common
+import data
+
+
+def sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def time_steps(device, steps, warmup, step):
+    """Seconds for `steps` calls of step() after `warmup` untimed ones."""
+    for _ in range(warmup):
+        step()
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    return time.perf_counter() - t
+
+
+def conventional_loader(run, workers):
+    """torchvision's dataset + per-image PIL transforms + DataLoader workers: the usual way."""
+    args, d = run.args, run.data
+    mean, std = d.mean.flatten().tolist(), d.std.flatten().tolist()
+    if d.image_size <= data.PAD_CROP_MAX:
+        augment = [T.RandomCrop(d.image_size, padding=4), T.RandomHorizontalFlip()]
+    else:
+        augment = [T.RandomResizedCrop(d.image_size), T.RandomHorizontalFlip()]
+    transform = T.Compose(augment + [T.ToTensor(), T.Normalize(mean, std)])
+    if args.dataset == 'folder':
+        dataset = torchvision.datasets.ImageFolder(data.find_folder_splits(args.data)[0], transform=transform)
+    else:
+        cls = torchvision.datasets.CIFAR10 if args.dataset == 'cifar10' else torchvision.datasets.CIFAR100
+        dataset = cls(args.data, train=True, transform=transform)
+    return torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True,
+                                       num_workers=workers, persistent_workers=workers > 0,
+                                       pin_memory=run.device.type == 'cuda')
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog='Every flag of the training scripts works too (--arch, --amp, --with ...).')
+    parser.add_argument('--steps', type=common.at_least(1), default=8, help='timed steps per round (default: %(default)s)')
+    parser.add_argument('--rounds', type=common.at_least(1), default=10, help='interleaved rounds (default: %(default)s)')
+    parser.add_argument('--workers', type=common.at_least(0), default=2, help='DataLoader workers for (c) (default: %(default)s)')
+    own, rest = parser.parse_known_args(argv)
+    run = common.setup(common.prepare(sys.modules[__name__], rest + ['--epochs', '1000']))
+    args, device = run.args, run.device
+
+    ready = next(common.train_batches(run, 0))  # (b): one batch through the real pipeline, reused
+    epoch = iter(range(10**9))
+    batches = iter(())
+
+    def real_steps(n):  # (a): the real loop, n steps at a time
+        stats, done = common.train_epoch(run, next(epoch), max_steps=n)
+        stats.tolist()  # the loop's one read per epoch: included, as in training
+
+    def model_step():
+        common.train_step(run, *ready)
+
+    loader = conventional_loader(run, own.workers)
+
+    def conventional_step():
+        nonlocal batches
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            x, y = next(batches)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if args.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        common.train_step(run, x, y)
+
+    rates = {'a': [], 'b': [], 'c': []}
+    b = args.batch_size
+    print(f"bench: {args.arch}, batch {b}, {common.device_name(device, 1)}, "
+          f"{'channels_last' if args.channels_last else 'NCHW'}, {str(run.amp_dtype or 'fp32').split('.')[-1]}"
+          f"{', compiled' if args.compile else ''}; {own.rounds} rounds x {own.steps} steps, medians", flush=True)
+    for _ in range(own.rounds):
+        real_steps(2)  # warm-up
+        sync(device)
+        t = time.perf_counter()
+        real_steps(own.steps)
+        sync(device)
+        rates['a'].append(own.steps * b / (time.perf_counter() - t))
+        rates['b'].append(own.steps * b / time_steps(device, own.steps, 2, model_step))
+        rates['c'].append(own.steps * b / time_steps(device, own.steps, 5, conventional_step))
+    a, bb, c = (statistics.median(rates[k]) for k in 'abc')
+    a_b = statistics.median(x / y for x, y in zip(rates['a'], rates['b']))
+    a_c = statistics.median(x / y for x, y in zip(rates['a'], rates['c']))
+    print(f"(a) real loop (uint8 in memory, batched augmentation): {a:8.1f} img/s")
+    print(f"(b) model step alone on ready tensors:                  {bb:8.1f} img/s")
+    print(f"(c) ImageFolder + PIL + DataLoader({own.workers} workers):         {c:8.1f} img/s")
+    print(f"a/b = {a_b:.3f}   a/c = {a_c:.3f}   (medians of per-round ratios)")
+    return {'a': a, 'b': bb, 'c': c, 'a/b': a_b, 'a/c': a_c, 'rounds': rates}
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])

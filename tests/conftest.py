@@ -1,0 +1,82 @@
+"""Shared fixtures: tiny synthetic data sets made in the test, and the real CIFAR-10 copy."""
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torchvision.io import write_jpeg, write_png
+
+REPO = Path(__file__).resolve().parents[1]
+CIFAR_TAR = REPO.parent / 'shared' / 'data' / 'cifar10-jpg.tar.gz'
+sys.path.insert(0, str(REPO))
+
+COLOURS = [(220, 40, 40), (40, 200, 40), (40, 40, 220), (200, 200, 40)]
+
+
+def make_folder(root, classes=3, per_class=8, test_per_class=4, sizes=((20, 17), (33, 40), (32, 32))):
+    """An ImageFolder tree whose classes are solid colours (plus noise), in odd sizes and modes:
+    JPEG and PNG, one grey PNG and one RGBA PNG per split."""
+    g = torch.Generator().manual_seed(0)
+    for split, n in (('train', per_class), ('test', test_per_class)):
+        for c in range(classes):
+            d = Path(root) / split / f'class{c}'
+            d.mkdir(parents=True)
+            for i in range(n):
+                h, w = sizes[i % len(sizes)]
+                img = torch.tensor(COLOURS[c], dtype=torch.uint8).view(3, 1, 1).expand(3, h, w).clone()
+                img = (img.int() + torch.randint(-20, 21, (3, h, w), generator=g)).clamp(0, 255).to(torch.uint8)
+                if i == 0 and c == 0:
+                    write_png(img[:1].clone(), str(d / f'{i}_grey.png'))  # 1 channel
+                elif i == 1 and c == 0:  # torchvision writes no RGBA PNG: PIL does
+                    rgba = torch.cat([img, torch.full((1, h, w), 200, dtype=torch.uint8)])
+                    Image.fromarray(rgba.permute(1, 2, 0).numpy(), 'RGBA').save(d / f'{i}_rgba.png')
+                elif i % 2:
+                    write_png(img, str(d / f'{i}.png'))
+                else:
+                    write_jpeg(img, str(d / f'{i}.jpg'), quality=95)
+    return Path(root)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return make_folder(tmp_path / 'data')
+
+
+@pytest.fixture
+def run_args(tmp_path, folder):
+    """argv for a one-epoch run on the synthetic folder, everything in tmp_path."""
+    def argv(*extra, out='run'):
+        return ['--data', str(folder), '--epochs', '1', '--batch-size', '8', '--device', 'cpu',
+                '--cache-dir', str(tmp_path / 'cache'), '--out', str(tmp_path / out), *map(str, extra)]
+    return argv
+
+
+@pytest.fixture(scope='session')
+def cifar_copy(tmp_path_factory):
+    """A small ImageFolder cut of the real CIFAR-10 JPEG copy in ../shared (skipped without it)."""
+    if not CIFAR_TAR.exists():
+        pytest.skip(f"the CIFAR-10 JPEG copy is not at {CIFAR_TAR} (only in this project's CI and dev machines)")
+    root = tmp_path_factory.mktemp('cifar')
+    keep = {'train': 100, 'test': 30}  # images per class
+
+    def wanted(member):
+        parts = Path(member.name).parts  # cifar10/<split>/<class>/NNNN.jpg
+        return len(parts) == 4 and parts[1] in keep and int(Path(parts[3]).stem) < keep[parts[1]]
+
+    with tarfile.open(CIFAR_TAR) as tar:
+        tar.extractall(root, members=[m for m in tar if m.isfile() and wanted(m)], filter='data')
+    return root / 'cifar10'
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'gpu: needs a CUDA GPU (skipped without one)')
+
+
+def pytest_collection_modifyitems(config, items):
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason='needs a CUDA GPU')
+        for item in items:
+            if 'gpu' in item.keywords:
+                item.add_marker(skip)

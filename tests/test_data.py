@@ -1,0 +1,120 @@
+"""Loading and batched augmentation: crops in bounds, flips are flips, labels follow images."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import common
+import data
+import baseline
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_random_crop_is_a_window_of_the_zero_padded_image_mirrored_for_about_half():
+    images = torch.randint(1, 256, (200, 3, 8, 8), dtype=torch.uint8)  # no zeros inside
+    out = data.random_crop_flip(images, 4, gen())
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    padded = torch.nn.functional.pad(images, (4, 4, 4, 4))
+    offsets, mirrored = set(), 0
+    for pad, crop in zip(padded, out):
+        windows = {(dy, dx): pad[:, dy:dy + 8, dx:dx + 8] for dy in range(9) for dx in range(9)}
+        hits = [k for k, win in windows.items() if torch.equal(win, crop)]
+        flips = [k for k, win in windows.items() if torch.equal(win.flip(2), crop)]
+        assert hits or flips, 'a crop is neither a window of the padded image nor its mirror'
+        offsets.add((hits or flips)[0])
+        mirrored += not hits
+    assert len(offsets) > 40  # the offsets really vary
+    assert 60 < mirrored < 140
+
+
+def test_random_flip_flips_about_half_and_nothing_else():
+    images = torch.rand(200, 3, 5, 7)
+    out = data.random_flip(images, gen())
+    same = (out == images).flatten(1).all(1)
+    mirrored = (out == images.flip(3)).flatten(1).all(1)
+    assert (same | mirrored).all()
+    assert 60 < mirrored.sum() < 140
+
+
+def test_random_resized_crop_boxes_lie_inside_and_keep_range():
+    # an image whose pixel value is its column index: a crop of columns [x0, x1] only holds values inside it
+    w = 40
+    images = torch.arange(w, dtype=torch.float).expand(16, 3, w, w).contiguous()
+    out = data.random_resized_crop(images, 24, gen())
+    assert out.shape == (16, 3, 24, 24)
+    assert out.min() >= 0 and out.max() <= w - 1
+    # a crop is a resampled box: values increase left to right
+    assert (out[:, 0, 12].diff(dim=-1) >= -1e-4).all()
+
+
+def test_test_view_is_the_centre_crop():
+    images = torch.arange(10 * 10, dtype=torch.uint8).view(1, 1, 10, 10).expand(2, 3, 10, 10)
+    out = data.test_view(images, 6)
+    assert torch.equal(out * 255, images[:, :, 2:8, 2:8].float())
+
+
+def test_labels_follow_their_images_through_the_whole_pipeline(run_args):
+    """Each class of the synthetic folder is a solid colour: after crop, flip and normalising,
+    the centre pixel of every training image must still carry its label's colour."""
+    run = common.prepare(baseline, run_args('--batch-size', '4', '--no-channels-last'))
+    common.setup(run)
+    from conftest import COLOURS
+    colours = torch.tensor(COLOURS[:3], dtype=torch.float) / 255
+    seen = 0
+    for x, y in common.train_batches(run, epoch=0):
+        pixel = (x * run.data.std + run.data.mean)[:, :, x.shape[2] // 2, x.shape[3] // 2]
+        nearest = torch.cdist(pixel, colours).argmin(1)
+        assert torch.equal(nearest, y)
+        seen += len(y)
+    assert seen == len(run.data.train_index) // 4 * 4
+
+
+def test_folder_loading_handles_odd_sizes_grey_and_rgba(folder, tmp_path):
+    files, classes, others = data.list_images(folder / 'train')
+    assert classes == ['class0', 'class1', 'class2'] and not others
+    images, labels = data.decode_all(files, 32, square=True)
+    assert images.shape == (24, 3, 32, 32) and images.dtype == torch.uint8
+    assert labels.tolist() == [0] * 8 + [1] * 8 + [2] * 8
+    grey = next(i for i, (p, _) in enumerate(files) if 'grey' in p.name)
+    assert torch.equal(images[grey][0], images[grey][1])  # grey became three equal channels
+
+
+def test_folder_cache_is_reused_and_keyed_by_size(folder, tmp_path):
+    files, _, _ = data.list_images(folder / 'train')
+    logs = []
+    first = data.load_split(folder / 'train', files, 32, True, tmp_path, logs.append)
+    assert any('cached' in m for m in logs)
+    logs.clear()
+    second = data.load_split(folder / 'train', files, 32, True, tmp_path, logs.append)
+    assert not logs and torch.equal(first[0], second[0])
+    data.load_split(folder / 'train', files, 16, True, tmp_path, logs.append)
+    assert any('cached' in m for m in logs)  # another load size: another cache file
+    assert len(list(tmp_path.glob('*.pt'))) == 2
+
+
+def test_kaggle_intel_layout_is_found(tmp_path):
+    from conftest import make_folder
+    make_folder(tmp_path / 'flat')
+    (tmp_path / 'intel' / 'seg_train').mkdir(parents=True)
+    (tmp_path / 'intel' / 'seg_test').mkdir(parents=True)
+    (tmp_path / 'flat' / 'train').rename(tmp_path / 'intel' / 'seg_train' / 'seg_train')
+    (tmp_path / 'flat' / 'test').rename(tmp_path / 'intel' / 'seg_test' / 'seg_test')
+    train, test = data.find_folder_splits(tmp_path / 'intel')
+    assert train == tmp_path / 'intel' / 'seg_train' / 'seg_train'
+    assert test == tmp_path / 'intel' / 'seg_test' / 'seg_test'
+
+
+def test_fixed_split_is_disjoint_and_the_same_for_every_run():
+    kept, held = data.fixed_split(100, 0.1, None)
+    assert len(held) == 10 and len(kept) == 90 and not set(kept.tolist()) & set(held.tolist())
+    assert torch.equal(kept, data.fixed_split(100, 0.1, None)[0])
+    assert len(data.fixed_split(100, 0.1, 7)[0]) == 7
+
+
+def test_large_images_get_random_resized_crop_and_a_load_size_above_the_training_size():
+    assert data.load_size(32) == 32 and data.load_size(64) == 64 and data.load_size(224) == 256
+    out = data.train_view(torch.randint(0, 256, (4, 3, 110, 110), dtype=torch.uint8), 96, gen())
+    assert out.shape == (4, 3, 96, 96) and 0 <= out.min() and out.max() <= 1

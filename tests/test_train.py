@@ -1,0 +1,235 @@
+"""The loop end to end on tiny data: outputs, resume, the hook contract, evaluate.py."""
+import json
+import subprocess
+import sys
+import types
+
+import pytest
+import torch
+
+import baseline
+import common
+import evaluate
+import models
+from conftest import REPO
+
+
+def test_one_epoch_on_synthetic_folder_writes_every_output(run_args, tmp_path, capsys):
+    result = common.main(baseline, run_args('--val-split', '0.25'))
+    out = tmp_path / 'run'
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"final test accuracy: {result['final_test_acc']:.2f}%"
+    (row,) = [json.loads(line) for line in (out / 'log.jsonl').read_text().splitlines()]
+    assert {'epoch', 'lr', 'train_loss', 'val_acc', 'test_loss', 'test_acc', 'images_per_sec',
+            'epoch_seconds'} <= set(row)
+    assert 'test_top5' not in row  # 3 classes: top-5 means nothing
+    saved = json.loads((out / 'result.json').read_text())
+    assert saved['script'] == 'baseline' and saved['tricks'] == {} and saved['args']['arch'] == 'resnet20'
+    assert saved['best_val_acc'] == row['val_acc'] and saved['final_test_acc'] == row['test_acc']
+    assert {'wall_seconds', 'device', 'torch'} <= set(saved)
+    # model.pt rebuilds the net with no flag, and gives the logged accuracy again
+    model, _ = evaluate.load_model(out / 'model.pt', 'cpu')
+    assert model.arch == 'resnet20' and model.fc.out_features == 3
+    metrics = evaluate.main([str(out / 'model.pt'), '--data', run_args()[1], '--device', 'cpu',
+                             '--cache-dir', str(tmp_path / 'cache')])
+    assert metrics['acc'] == pytest.approx(row['test_acc'])
+    last = torch.load(out / 'last.pt', weights_only=True)
+    assert {'model', 'optimizer', 'scheduler', 'scaler', 'rng', 'epoch'} <= set(last)
+
+
+def test_evaluate_predicts_unlabelled_images_to_csv(run_args, folder, tmp_path):
+    common.main(baseline, run_args())
+    rows = evaluate.main([str(tmp_path / 'run' / 'model.pt'), '--predict', str(folder / 'test'),
+                          '--csv', str(tmp_path / 'p.csv'), '--device', 'cpu'])
+    lines = (tmp_path / 'p.csv').read_text().splitlines()
+    assert lines[0] == 'file,class,probability' and len(lines) == 1 + 12 == 1 + len(rows)
+    assert all(r[1] in ('class0', 'class1', 'class2') and 0 < r[2] <= 1 for r in rows)
+
+
+def test_streaming_path_trains_the_same_way(run_args, tmp_path, capsys):
+    common.main(baseline, run_args('--stream', out='streamed'))
+    assert 'streaming' in capsys.readouterr().out
+
+
+def test_resume_ends_where_the_uninterrupted_run_does(run_args, tmp_path, monkeypatch):
+    flags = ('--epochs', '3', '--subset', '16')
+    straight = common.main(baseline, run_args(*flags, out='straight'))
+
+    real_evaluate, calls = common.evaluate, []
+
+    def killed_in_epoch_2(*a, **k):  # dies before epoch 2 is checkpointed
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*a, **k)
+
+    monkeypatch.setattr(common, 'evaluate', killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        common.main(baseline, run_args(*flags, out='killed'))
+    monkeypatch.setattr(common, 'evaluate', real_evaluate)
+    assert torch.load(tmp_path / 'killed' / 'last.pt', weights_only=True)['epoch'] == 1
+    with pytest.raises(SystemExit, match='unfinished run'):
+        common.main(baseline, run_args(*flags, out='killed'))
+    resumed = common.main(baseline, run_args(*flags, '--resume', out='killed'))
+
+    assert resumed['final_test_acc'] == straight['final_test_acc']
+    a = torch.load(tmp_path / 'straight' / 'model.pt', weights_only=True)['state_dict']
+    b = torch.load(tmp_path / 'killed' / 'model.pt', weights_only=True)['state_dict']
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = (tmp_path / 'killed' / 'log.jsonl').read_text().splitlines()
+    assert [json.loads(r)['epoch'] for r in rows] == [1, 2, 3]
+
+
+def test_a_finished_run_is_neither_overwritten_nor_redone(run_args, tmp_path, capsys):
+    common.main(baseline, run_args())
+    with pytest.raises(SystemExit, match='already holds a finished run'):
+        common.main(baseline, run_args())
+    capsys.readouterr()
+    again = common.main(baseline, run_args('--resume'))
+    assert 'finished already' in capsys.readouterr().out
+    assert again['final_test_acc'] == json.loads((tmp_path / 'run' / 'result.json').read_text())['final_test_acc']
+    common.main(baseline, run_args('--force'))
+
+
+# ---------------------------------------------------------------- the trick contract
+
+def trick(name, tmp_path, source):
+    """A trick script written to tmp_path, importable by --with."""
+    (tmp_path / f'{name}.py').write_text(source)
+    return name
+
+
+@pytest.fixture
+def tricks_here(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, 'HERE', tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def test_hooks_compose_and_are_recorded(run_args, tricks_here, tmp_path):
+    trick('halflr', tmp_path, "def add_args(p):\n    p.add_argument('--half', type=float, default=0.5)\n"
+                              "def lr_factor(step, total, args):\n    return args.half\n")
+    trick('nodecay', tmp_path, "def add_args(p):\n    p.set_defaults(milestones=[])\n"
+                               "def param_groups(groups, model, args):\n"
+                               "    return [dict(g, weight_decay=0.0) for g in groups]\n")
+    result = common.main(baseline, run_args('--with', 'halflr', 'nodecay'))
+    assert result['tricks'] == {'halflr': {'half': 0.5}, 'nodecay': {'milestones': []}}
+    row = json.loads((tmp_path / 'run' / 'log.jsonl').read_text())
+    assert row['lr'] == pytest.approx(0.05)
+
+
+def test_two_tricks_that_set_one_default_differently_stop_naming_both(run_args, tricks_here, tmp_path):
+    trick('lossa', tmp_path, "import torch.nn.functional as F\n"
+                             "def mse(l, t, i, a):\n    return F.mse_loss(l, F.one_hot(t, l.shape[1]).float())\n"
+                             "def add_args(p):\n    p.set_defaults(criterion=mse)\n")
+    trick('lossb', tmp_path, "def l1(l, t, i, a):\n    return l.abs().mean()\n"
+                             "def add_args(p):\n    p.set_defaults(criterion=l1)\n")
+    with pytest.raises(SystemExit, match=r'lossa\.py and lossb\.py both change criterion'):
+        common.main(baseline, run_args('--with', 'lossa', 'lossb'))
+
+
+def test_two_tricks_with_one_flag_or_one_model_switch_stop(run_args, tricks_here, tmp_path):
+    for name in ('flaga', 'flagb'):
+        trick(name, tmp_path, "def add_args(p):\n    p.add_argument('--alpha', type=float, default=1.0)\n")
+    with pytest.raises(SystemExit, match=r'flaga\.py and flagb\.py both define --alpha'):
+        common.main(baseline, run_args('--with', 'flaga', 'flagb'))
+    for name, variant in (('vara', 'C'), ('varb', 'D')):
+        trick(name, tmp_path, f"import models\ndef model(m, args):\n    return models.rebuild(m, variant='{variant}')\n")
+    with pytest.raises(SystemExit, match=r"vara\.py and varb\.py both change the model's variant"):
+        common.main(baseline, run_args('--with', 'vara', 'varb'))
+
+
+def test_unknown_trick_is_an_error(run_args):
+    with pytest.raises(SystemExit, match='no trick script nosuch.py'):
+        common.main(baseline, run_args('--with', 'nosuch'))
+
+
+# ---------------------------------------------------------------- bad input: one clear line
+
+@pytest.mark.parametrize('flags, message', [
+    (('--epochs', '0'), 'must be >= 1'),
+    (('--lr', '-1'), 'must be a positive number'),
+    (('--lr', 'nan'), 'must be a positive number'),
+    (('--val-split', '1.5'), r'must be in \[0, 1\)'),
+    (('--batch-size', '0'), 'must be >= 1'),
+    (('--milestones', '2'), r'must be in \(0, 1\)'),
+    (('--arch', 'resnet21'), 'invalid choice'),
+])
+def test_nonsense_flags_stop_with_a_clear_line(run_args, flags, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        common.main(baseline, run_args(*flags))
+    assert e.value.code == 2
+    assert __import__('re').search(message, capsys.readouterr().err)
+
+
+def test_missing_or_empty_data_dirs(tmp_path, run_args):
+    argv = run_args()
+    argv[1] = str(tmp_path / 'nowhere')
+    with pytest.raises(SystemExit, match='no such folder|not an ImageFolder'):
+        common.main(baseline, argv + ['--dataset', 'folder'])
+    (tmp_path / 'empty' / 'train' / 'a').mkdir(parents=True)
+    (tmp_path / 'empty' / 'test').mkdir()
+    argv[1] = str(tmp_path / 'empty')
+    with pytest.raises(SystemExit, match=r"class folder .*empty/train/a has no images"):
+        common.main(baseline, argv)
+
+
+def test_unreadable_image_is_named(folder, run_args):
+    bad = folder / 'train' / 'class1' / 'broken.jpg'
+    bad.write_bytes(b'not a jpeg at all')
+    with pytest.raises(SystemExit, match=r'cannot decode image .*broken\.jpg'):
+        common.main(baseline, run_args())
+
+
+def test_cifar_offline_says_where_to_put_the_files(tmp_path, monkeypatch):
+    import torchvision
+
+    def offline(*a, **k):
+        raise OSError('network is unreachable')
+    monkeypatch.setattr(torchvision.datasets.cifar, 'download_and_extract_archive', offline)
+    with pytest.raises(SystemExit, match=r'put cifar-10-python\.tar\.gz from https://.* into'):
+        common.main(baseline, ['--data', str(tmp_path / 'cifar'), '--device', 'cpu', '--out', str(tmp_path / 'r')])
+
+
+def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(run_args, tricks_here, tmp_path):
+    trick('explode', tmp_path, "def lr_factor(step, total, args):\n    return 1e30 if step >= total // 2 else 1.0\n")
+    with pytest.raises(SystemExit, match=r'loss became nan or inf at step \d+ \(epoch 2\).*holds epoch 1'):
+        common.main(baseline, run_args('--epochs', '2', '--subset', '16', '--with', 'explode'))
+    assert torch.load(tmp_path / 'run' / 'last.pt', weights_only=True)['epoch'] == 1
+
+
+def test_resuming_another_runs_checkpoint_is_a_clear_error(run_args, tmp_path):
+    common.main(baseline, run_args('--epochs', '2'))
+    (tmp_path / 'run' / 'result.json').unlink()
+    with pytest.raises(SystemExit, match='was made by another run'):
+        common.main(baseline, run_args('--epochs', '2', '--arch', 'resnet32', '--resume'))
+    (tmp_path / 'run' / 'last.pt').write_bytes(b'garbage')
+    with pytest.raises(SystemExit, match='cannot read'):
+        common.main(baseline, run_args('--epochs', '2', '--resume'))
+
+
+def test_evaluate_refuses_a_file_that_is_not_a_model(tmp_path):
+    torch.save({'x': torch.zeros(1)}, tmp_path / 'bad.pt')
+    with pytest.raises(SystemExit, match='not a model.pt'):
+        evaluate.main([str(tmp_path / 'bad.pt'), '--predict', str(tmp_path)])
+
+
+# ---------------------------------------------------------------- real data, real process
+
+def test_baseline_script_on_a_subset_of_real_cifar10(cifar_copy, tmp_path):
+    """The one subprocess run: python baseline.py as a user types it, on real CIFAR-10 images."""
+    proc = subprocess.run([sys.executable, 'baseline.py', '--data', str(cifar_copy), '--epochs', '2', '--batch-size', '50',
+                           '--cache-dir', str(tmp_path / 'cache'), '--out', str(tmp_path / 'run'), '--device', 'cpu'],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert '1000 train / 300 test images, 10 classes' in proc.stdout
+    assert lines[-1].startswith('final test accuracy: ')
+    # 40 steps reach 21-25% (seeds 0-3); a pipeline that mixed up labels stays at 10 +- 1.7%
+    assert float(lines[-1].split()[-1].rstrip('%')) > 15
+    assert json.loads((tmp_path / 'run' / 'result.json').read_text())['args']['dataset'] == 'folder'
+
+
+@pytest.mark.gpu
+def test_one_epoch_on_the_gpu_with_amp(run_args):
+    result = common.main(baseline, run_args('--device', 'cuda', '--amp', '--compile'))
+    assert result['device'].startswith('cuda')
