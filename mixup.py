@@ -1,0 +1,43 @@
+"""Mixup (Bag of Tricks, section 5.4; Zhang et al. 2018).
+
+Each batch is blended with itself reversed, images and one-hot targets alike:
+
+    lambda ~ Beta(alpha, alpha),   x = lambda x_i + (1 - lambda) x_j,   y = lambda y_i + (1 - lambda) y_j,
+
+one lambda per batch, j = N-1-i (pairing with the reversed batch, as gluon-cv and timm do:
+one less gather, the same distribution). The loss is cross-entropy with the soft target y,
+so it composes with label smoothing and distillation. Training accuracy is not reported:
+against a mixed target it means nothing.
+
+Flag: --alpha (default 0.2).
+Paper (ResNet-50-D on ImageNet, with cosine and label smoothing): 78.31 -> 79.15 top-1
+(Table 6), from 200 epochs instead of 120: mixup needs longer training.
+
+    python mixup.py --alpha 0.2
+"""
+import sys
+
+import torch
+import torch.nn.functional as F
+
+import common
+
+
+def add_args(parser):
+    parser.add_argument('--alpha', type=common.positive_float, default=0.2,
+                        help='Beta(alpha, alpha) for the mixing weight (default: %(default)s)')
+
+
+def mix(images, targets, lam):
+    return lam * images + (1 - lam) * images.flip(0), lam * targets + (1 - lam) * targets.flip(0)
+
+
+def batch(images, targets, args):
+    lam = torch.distributions.Beta(args.alpha, args.alpha).sample().item()  # on the CPU: no device sync
+    if targets.ndim == 1:  # class ids
+        targets = F.one_hot(targets, args.num_classes).float()
+    return mix(images, targets, lam)
+
+
+if __name__ == '__main__':
+    common.main(sys.modules[__name__])

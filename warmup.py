@@ -1,0 +1,36 @@
+"""Learning-rate warmup (Bag of Tricks, section 3.1; Goyal et al. 2017).
+
+At the start the weights are random and a large lr can throw training off. Linear warmup
+grows the lr over the first W iterations (W = warmup_epochs x steps per epoch):
+
+    eta_t = eta * (t + 1) / W    for t = 0 .. W-1,   then the baseline schedule,
+
+so the first step already trains (eta / W > 0) and step W-1 runs at the full eta. Stepped
+per iteration, never per epoch.
+
+Flag: --warmup-epochs E (default 5, but never more than 10% of a shorter run).
+Paper (ResNet-50 on ImageNet, batch 1024): 75.17 -> 75.93 top-1 (Table 4).
+
+    python warmup.py --warmup-epochs 5
+"""
+import sys
+
+import common
+
+
+def add_args(parser):
+    parser.add_argument('--warmup-epochs', type=common.at_least(0.0, float), metavar='E',
+                        help='epochs of linear warmup (default: 5, or 10%% of a run shorter than 50 epochs)')
+
+
+def warmup_steps(total_steps, args):
+    epochs = args.warmup_epochs if args.warmup_epochs is not None else min(5.0, 0.1 * args.epochs)
+    return max(1, round(epochs / args.epochs * total_steps))
+
+
+def lr_factor(step, total_steps, args):
+    return min(1.0, (step + 1) / warmup_steps(total_steps, args))
+
+
+if __name__ == '__main__':
+    common.main(sys.modules[__name__])
