@@ -12,14 +12,18 @@ defines at most these five plain functions, each optional:
 
     add_args(parser)                   add the trick's flags; `parser.set_defaults(...)` changes a
                                        default of the loop: a number (cosine sets milestones=[]) or
-                                       one of its two replaceable parts, `criterion` (the loss,
-                                       called as criterion(logits, targets, images, args)) and
-                                       `optimizer` (called as optimizer(param_groups, args))
+                                       one of its three replaceable parts: `criterion` (the loss,
+                                       called as criterion(logits, targets, images, args)),
+                                       `optimizer` (called as optimizer(param_groups, args)) and
+                                       `evaluate` (called as evaluate(run, split, index, name))
     model(model, args) -> model        change the freshly built net (before --weights are loaded),
                                        e.g. `models.rebuild(model, variant='D')`
     param_groups(groups, model, args) -> groups
                                        change the optimizer's parameter groups; a group may carry
-                                       'lr_scale', a factor on the lr of that group
+                                       'lr_scale', a factor on the lr of that group. Called once
+                                       the net is final (hooks applied, weights loaded, on its
+                                       device): a trick that keeps state beside the net (EMA's
+                                       average) attaches it here, so that last.pt saves it
     lr_factor(step, total_steps, args) -> float
                                        a factor on the lr at this step (0-based, per iteration)
     batch(images, targets, args) -> images, targets
@@ -60,7 +64,7 @@ def fail(message):
     raise SystemExit(f"error: {message}")
 
 
-# ---------------------------------------------------------------- the two replaceable parts
+# ---------------------------------------------------------------- replaceable parts (see evaluate below too)
 
 def cross_entropy(logits, targets, images, args):
     """The baseline loss; class-id or soft (probability) targets alike."""
@@ -142,6 +146,8 @@ def add_common_args(parser):
       help='hold out this fraction of train for model selection (val_acc); the same images in every run')
     a('--image-size', type=at_least(8), metavar='S',
       help='folder data: training size in px (default: the images own size up to 64 px, else 224)')
+    a('--test-scale', type=positive_float, default=1.0, metavar='F',
+      help='folder data: test at F x the training size (FixRes; default: %(default)s)')
     a('--weights', metavar='NAME|PATH', help='start from these weights: a torchvision name such as '
       'IMAGENET1K_V1 (downloads) or a state-dict file (offline)')
     a('--out', metavar='DIR', help='run directory (default: runs/<script>[+<with>...]-<arch>-<dataset>-s<seed>)')
@@ -150,7 +156,7 @@ def add_common_args(parser):
     a('--cache-dir', default=data.DEFAULT_CACHE, help='where decoded folder data sets are cached (default: %(default)s)')
     a('--stream', action='store_true', help='stream folder data through DataLoader workers even if it fits in memory')
     a('--with', dest='with_', nargs='+', default=[], metavar='NAME', help='also switch on the tricks of NAME.py')
-    parser.set_defaults(criterion=cross_entropy, optimizer=sgd)
+    parser.set_defaults(criterion=cross_entropy, optimizer=sgd, evaluate=evaluate)
 
 
 class Parser(argparse.ArgumentParser):
@@ -356,9 +362,14 @@ def prepare(script, argv=None):
             args.image_size = 32
     except data.DataError as e:
         fail(str(e))
+    if args.test_scale != 1 and args.image_size <= data.PAD_CROP_MAX:
+        fail(f"--test-scale {args.test_scale}: images of {args.image_size} px are tested whole, at their own size; "
+             f"testing at another size needs folder data above {data.PAD_CROP_MAX} px")
+    args.test_image_size = round(args.image_size * args.test_scale)
     args.arch = args.arch or ('resnet20' if args.image_size <= data.PAD_CROP_MAX else 'resnet18')
+    args.out = str(run_dir(args))
     return SimpleNamespace(args=args, tricks=tricks, settings=settings, rank=rank, world=world, device=device,
-                           log=log, out=run_dir(args))
+                           log=log, out=Path(args.out))
 
 
 def setup(run):
@@ -375,21 +386,22 @@ def setup(run):
     model.to(device)
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
+    run.steps_per_epoch = args.steps_per_epoch = max(1, len(run.data.train_index) // args.batch_size)
+    run.total_steps = args.total_steps = run.steps_per_epoch * args.epochs
+    run.step = 0
+
+    groups = [{'params': [p for p in model.parameters() if p.requires_grad], 'weight_decay': args.weight_decay}]
+    for trick in run.tricks:
+        if hasattr(trick, 'param_groups'):
+            groups = trick.param_groups(groups, model, args)
+    run.optimizer = args.optimizer(groups, args)
+    run.amp_dtype = amp_dtype(args, device, log)
+    run.scaler = torch.amp.GradScaler(device.type, enabled=run.amp_dtype == torch.float16)
     if run.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == 'cuda' else None)
     if args.compile:
         model = torch.compile(model)
     run.model = model
-
-    groups = [{'params': [p for p in run.net.parameters() if p.requires_grad], 'weight_decay': args.weight_decay}]
-    for trick in run.tricks:
-        if hasattr(trick, 'param_groups'):
-            groups = trick.param_groups(groups, run.net, args)
-    run.optimizer = args.optimizer(groups, args)
-    run.amp_dtype = amp_dtype(args, device, log)
-    run.scaler = torch.amp.GradScaler(device.type, enabled=run.amp_dtype == torch.float16)
-    run.steps_per_epoch = max(1, len(run.data.train_index) // args.batch_size)
-    run.total_steps, run.step = run.steps_per_epoch * args.epochs, 0
     run.gen = torch.Generator(device=device).manual_seed(args.seed * 1000 + run.rank)
     return run
 
@@ -467,8 +479,8 @@ def train_epoch(run, epoch, max_steps=None):
 
 
 @torch.no_grad()
-def evaluate(run, split, index, model=None):
-    """Loss, top-1 and top-5 accuracy (percent) on `index` of `split`, sharded over processes."""
+def evaluate(run, split, index, name, model=None):
+    """{name}_loss, {name}_acc and {name}_top5 (percent) on `index` of `split`, sharded over processes."""
     model = model or run.model
     model.eval()
     d = run.data
@@ -476,7 +488,7 @@ def evaluate(run, split, index, model=None):
     b = 2 * run.args.batch_size // run.world
     sums = torch.zeros(4, device=run.device)  # loss, top-1, top-5, count
     for images, labels in split.batches(mine[i:i + b] for i in range(0, len(mine), b)):
-        x = d.normalize(data.test_view(images, d.image_size))
+        x = d.normalize(data.test_view(images, d.test_image_size))
         if run.args.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(run.device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
@@ -488,7 +500,7 @@ def evaluate(run, split, index, model=None):
     if run.world > 1:
         dist.all_reduce(sums)
     loss, top1, top5, n = sums.tolist()
-    return {'loss': loss / n, 'acc': 100 * top1 / n, 'top5': 100 * top5 / n}
+    return {f'{name}_loss': loss / n, f'{name}_acc': 100 * top1 / n, f'{name}_top5': 100 * top5 / n}
 
 
 # ---------------------------------------------------------------- checkpoints and outputs
@@ -566,10 +578,18 @@ def fmt_time(seconds):
 
 
 def model_file(run):
-    d = run.data
-    return {'arch': run.args.arch, 'options': run.net.options, 'state_dict': run.net.state_dict(),
-            'classes': list(d.classes), 'image_size': d.image_size, 'load_size': d.load_size,
-            'mean': d.mean.flatten().tolist(), 'std': d.std.flatten().tolist(), 'dataset': d.dataset}
+    """What evaluate.py and distill.py need: arch, constructor switches, weights, preprocessing.
+
+    Anything a trick attached beside the net's own weights (EMA's average) goes under 'extra'."""
+    d, net = run.data, run.net
+    with torch.device('meta'):
+        own = set(models.build(run.args.arch, **net.options).state_dict())
+    state = {k: v.cpu() for k, v in net.state_dict().items()}
+    return {'arch': run.args.arch, 'options': net.options, 'state_dict': {k: v for k, v in state.items() if k in own},
+            'extra': {k: v for k, v in state.items() if k not in own}, 'classes': list(d.classes),
+            'image_size': d.image_size, 'test_image_size': d.test_image_size, 'load_size': d.load_size,
+            'test_load_size': d.test_load_size, 'mean': d.mean.flatten().tolist(), 'std': d.std.flatten().tolist(),
+            'dataset': d.dataset}
 
 
 # ---------------------------------------------------------------- main
@@ -615,12 +635,11 @@ def main(script, argv=None):
                  f"{epoch}: lower --lr (or drop --amp) and --resume, or --force to start over")
         row = {'epoch': epoch + 1, 'lr': learning_rate(run, run.step - 1), 'train_loss': train_loss}
         if len(run.data.val_index):
-            row['val_acc'] = evaluate(run, run.data.train, run.data.val_index)['acc']
+            row.update(args.evaluate(run, run.data.train, run.data.val_index, 'val'))
             best_val = max(best_val or 0.0, row['val_acc'])
-        test = evaluate(run, run.data.test, run.data.test_index)
-        row.update(test_loss=test['loss'], test_acc=test['acc'])
-        if args.num_classes > 5:
-            row['test_top5'] = test['top5']
+        row.update(args.evaluate(run, run.data.test, run.data.test_index, 'test'))
+        if args.num_classes <= 5:  # top-5 of 5 classes or fewer is always 100%
+            row = {k: v for k, v in row.items() if not k.endswith('_top5')}
         row['images_per_sec'] = steps * args.batch_size / train_seconds
         row['epoch_seconds'] = time.perf_counter() - t0
         rows.append(row)
@@ -629,9 +648,9 @@ def main(script, argv=None):
             write_log(out / 'log.jsonl', rows)
             save_atomic(ckpt, out / 'last.pt')
         eta = (args.epochs - epoch - 1) * sum(r['epoch_seconds'] for r in rows[-3:]) / len(rows[-3:])
-        val = f"  val_acc {row['val_acc']:.2f}%" if 'val_acc' in row else ''
-        log(f"epoch {epoch + 1}/{args.epochs}  lr {row['lr']:.4g}  train_loss {train_loss:.4f}{val}  "
-            f"test_loss {test['loss']:.4f}  test_acc {test['acc']:.2f}%  {row['images_per_sec']:.0f} img/s  "
+        accs = '  '.join(f"{k} {v:.2f}%" for k, v in row.items() if k.endswith('_acc'))
+        log(f"epoch {epoch + 1}/{args.epochs}  lr {row['lr']:.4g}  train_loss {train_loss:.4f}  "
+            f"test_loss {row['test_loss']:.4f}  {accs}  {row['images_per_sec']:.0f} img/s  "
             f"{row['epoch_seconds']:.1f}s  ETA {fmt_time(eta)}")
 
     result = {'script': args.script, 'tricks': describe(run.settings), 'args': describe(vars(args)),

@@ -328,11 +328,12 @@ def log_stderr(msg):
 class Data:
     """What the loop needs: the splits, which images of each to use, and how to view them."""
 
-    def __init__(self, dataset, train, test, classes, image_size, device, val_split, subset, test_subset):
+    def __init__(self, dataset, train, test, classes, args, device):
         self.dataset, self.train, self.test, self.classes = dataset, train, test, classes
-        self.image_size, self.load_size = image_size, load_size(image_size)
-        self.train_index, self.val_index = fixed_split(len(train), val_split, subset)
-        self.test_index, _ = fixed_split(len(test), 0, test_subset, test=True)
+        self.image_size, self.load_size = args.image_size, load_size(args.image_size)
+        self.test_image_size, self.test_load_size = args.test_image_size, load_size(args.test_image_size)
+        self.train_index, self.val_index = fixed_split(len(train), args.val_split, args.subset)
+        self.test_index, _ = fixed_split(len(test), 0, args.test_subset, test=True)
         mean, std = MEAN_STD['folder' if dataset == 'folder' else dataset]
         self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, 3, 1, 1)
@@ -348,7 +349,7 @@ def load(args, device, log):
         train, test = InMemory(tr_x, tr_y, device), InMemory(te_x, te_y, device)
         log(f"data: {args.dataset} from {args.data}, {len(train)} train / {len(test)} test images, 32 px, "
             f"in memory on {device}")
-        return Data(args.dataset, train, test, classes, 32, device, args.val_split, args.subset, args.test_subset)
+        return Data(args.dataset, train, test, classes, args, device)
 
     splits = find_folder_splits(args.data)
     files, classes, others = list_images(splits[0])
@@ -357,19 +358,20 @@ def load(args, device, log):
         if left_out:
             log(f"{split_dir}: left out {len(left_out)} files that are not images, e.g. {left_out[0]}")
     files = {splits[0]: files, splits[1]: test_files}
-    image_size = args.image_size
-    size, square = load_size(image_size), image_size <= PAD_CROP_MAX
+    square = args.image_size <= PAD_CROP_MAX
+    sizes = {splits[0]: load_size(args.image_size), splits[1]: load_size(args.test_image_size)}
+    need, free = sum(len(files[d]) * 3 * sizes[d] ** 2 for d in splits), available_memory(device)
     n = sum(len(f) for f in files.values())
-    need, free = n * 3 * size * size, available_memory(device)
     if args.stream or need > free // 2:
         why = "--stream" if args.stream else f"{need / 2**30:.1f} GiB of images do not fit in half of the " \
             f"{free / 2**30:.1f} GiB free on {device}"
         workers = min(8, os.cpu_count() or 1)
-        train, test = (Streamed(files[d], size, square, device, workers) for d in splits)
+        train, test = (Streamed(files[d], sizes[d], square, device, workers) for d in splits)
         log(f"data: streaming {n} images from {args.data} through a DataLoader with {workers} workers ({why})")
     else:
-        train, test = (InMemory(*load_split(d, files[d], size, square, args.cache_dir, log), device)
+        train, test = (InMemory(*load_split(d, files[d], sizes[d], square, args.cache_dir, log), device)
                        for d in splits)
         log(f"data: {args.data}, {len(train)} train / {len(test)} test images, {len(classes)} classes, "
-            f"stored at {size} px, in memory on {device} ({need / 2**20:.0f} MiB of {free / 2**30:.1f} GiB free)")
-    return Data('folder', train, test, classes, image_size, device, args.val_split, args.subset, args.test_subset)
+            f"stored at {sizes[splits[0]]} px, in memory on {device} "
+            f"({need / 2**20:.0f} MiB of {free / 2**30:.1f} GiB free)")
+    return Data('folder', train, test, classes, args, device)

@@ -19,12 +19,19 @@ import data
 import models
 
 
-def load_model(path, device):
+def load_model(path, device, ema=False):
+    """The net of a model.pt; ema=True: the weights of its EMA average (a run of ema.py)."""
     try:
         saved = torch.load(path, map_location='cpu', weights_only=True)
         options = dict(saved['options'])
         model = models.build(saved['arch'], options.pop('num_classes'), **options)
-        model.load_state_dict(saved['state_dict'])
+        state = saved['state_dict']
+        if ema:
+            prefix = 'ema.module.'
+            state = {k[len(prefix):]: v for k, v in saved['extra'].items() if k.startswith(prefix)}
+            if not state:
+                common.fail(f"{path} holds no EMA weights: --ema is for runs of ema.py")
+        model.load_state_dict(state)
     except (OSError, KeyError, RuntimeError, ValueError) as e:
         common.fail(f"{path} is not a model.pt of this repo ({str(e).splitlines()[0]}): pass a run's model.pt")
     return model.to(device).eval(), saved
@@ -43,14 +50,15 @@ def predict(model, saved, image_dir, batch_size, device):
     if not files:
         common.fail(f"--predict {image_dir}: no images ({', '.join(data.IMAGE_EXTENSIONS)}) in it")
     normalize, square = normalizer(saved, device), saved['image_size'] <= data.PAD_CROP_MAX
+    size, load_size = saved['test_image_size'], saved['test_load_size']
     rows = []
     for i in range(0, len(files), batch_size):
         chunk = files[i:i + batch_size]
         try:
-            images = torch.stack([data.decode(p, saved['load_size'], square) for p in chunk]).to(device)
+            images = torch.stack([data.decode(p, load_size, square) for p in chunk]).to(device)
         except data.DataError as e:
             common.fail(str(e))
-        probs = model(normalize(data.test_view(images, saved['image_size']))).softmax(1)
+        probs = model(normalize(data.test_view(images, size))).softmax(1)
         p, k = probs.max(1)
         rows += [(str(f.relative_to(image_dir)), saved['classes'][c], round(q, 4))
                  for f, c, q in zip(chunk, k.tolist(), p.tolist())]
@@ -63,13 +71,14 @@ def main(argv=None):
     parser.add_argument('--data', default='data', help='data set to test on, as for training (default: %(default)s)')
     parser.add_argument('--dataset', choices=('cifar10', 'cifar100', 'folder'), help='default: as the model was trained')
     parser.add_argument('--predict', metavar='DIR', help='write predictions for the images under DIR instead')
+    parser.add_argument('--ema', action='store_true', help='use the EMA weights of a run of ema.py')
     parser.add_argument('--csv', default='predictions.csv', help='where --predict writes (default: %(default)s)')
     parser.add_argument('--batch-size', type=common.at_least(1), default=256)
     parser.add_argument('--device', default='auto')
     parser.add_argument('--cache-dir', default=data.DEFAULT_CACHE)
     args = parser.parse_args(argv)
     device = torch.device(args.device if args.device != 'auto' else 'cuda' if torch.cuda.is_available() else 'cpu')
-    model, saved = load_model(args.model, device)
+    model, saved = load_model(args.model, device, args.ema)
 
     if args.predict:
         rows = predict(model, saved, args.predict, args.batch_size, device)
@@ -79,7 +88,8 @@ def main(argv=None):
         return rows
 
     flags = SimpleNamespace(dataset=args.dataset or saved['dataset'], data=args.data, image_size=saved['image_size'],
-                            val_split=0.0, subset=None, test_subset=None, cache_dir=args.cache_dir, stream=False)
+                            test_image_size=saved['test_image_size'], val_split=0.0, subset=None, test_subset=None,
+                            cache_dir=args.cache_dir, stream=False)
     try:
         if flags.dataset == 'folder' and data.find_folder_splits(args.data) is None:
             common.fail(f"--data {args.data} is not an ImageFolder tree with train/ and test/")
@@ -92,9 +102,9 @@ def main(argv=None):
     run = SimpleNamespace(model=model, data=dataset, rank=0, world=1, device=device, amp_dtype=None,
                           args=SimpleNamespace(batch_size=args.batch_size, channels_last=False))
     dataset.mean, dataset.std = (torch.tensor(saved[k], device=device).view(1, 3, 1, 1) for k in ('mean', 'std'))
-    metrics = common.evaluate(run, dataset.test, dataset.test_index)
-    print(f"test loss {metrics['loss']:.4f}  top-5 {metrics['top5']:.2f}%")
-    print(f"test accuracy: {metrics['acc']:.2f}%")
+    metrics = common.evaluate(run, dataset.test, dataset.test_index, 'test')
+    print(f"test loss {metrics['test_loss']:.4f}  top-5 {metrics['test_top5']:.2f}%")
+    print(f"test accuracy: {metrics['test_acc']:.2f}%")
     return metrics
 
 

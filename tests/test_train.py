@@ -31,7 +31,7 @@ def test_one_epoch_on_synthetic_folder_writes_every_output(run_args, tmp_path, c
     assert model.arch == 'resnet20' and model.fc.out_features == 3
     metrics = evaluate.main([str(out / 'model.pt'), '--data', run_args()[1], '--device', 'cpu',
                              '--cache-dir', str(tmp_path / 'cache')])
-    assert metrics['acc'] == pytest.approx(row['test_acc'])
+    assert metrics['test_acc'] == pytest.approx(row['test_acc'])
     last = torch.load(out / 'last.pt', weights_only=True)
     assert {'model', 'optimizer', 'scheduler', 'scaler', 'rng', 'epoch'} <= set(last)
 
@@ -54,18 +54,18 @@ def test_resume_ends_where_the_uninterrupted_run_does(run_args, tmp_path, monkey
     flags = ('--epochs', '3', '--subset', '16')
     straight = common.main(baseline, run_args(*flags, out='straight'))
 
-    real_evaluate, calls = common.evaluate, []
+    real_train_epoch, calls = common.train_epoch, []
 
     def killed_in_epoch_2(*a, **k):  # dies before epoch 2 is checkpointed
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real_evaluate(*a, **k)
+        return real_train_epoch(*a, **k)
 
-    monkeypatch.setattr(common, 'evaluate', killed_in_epoch_2)
+    monkeypatch.setattr(common, 'train_epoch', killed_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         common.main(baseline, run_args(*flags, out='killed'))
-    monkeypatch.setattr(common, 'evaluate', real_evaluate)
+    monkeypatch.setattr(common, 'train_epoch', real_train_epoch)
     assert torch.load(tmp_path / 'killed' / 'last.pt', weights_only=True)['epoch'] == 1
     with pytest.raises(SystemExit, match='unfinished run'):
         common.main(baseline, run_args(*flags, out='killed'))
