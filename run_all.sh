@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# The whole ablation table as a controlled experiment: every row trains the same arch on the
+# same data for the same epochs with the same batch size and weight decay; only the trick
+# changes. Each row runs over SEEDS seeds into runs/<preset>/<row>/s<seed>, then summarize.py
+# writes runs/<preset>/ablation-<preset>.md (mean +- std over seeds, delta to baseline, the
+# paper's reported change) and a plot.
+#
+#   bash run_all.sh [PRESET]          PRESET: smoke (default), cpu, gpu-short, paper, intel
+#
+# Presets:
+#   smoke      every row, one tiny epoch on 128 images: seconds per row on a CPU (CI runs it)
+#   cpu        a demonstration on a 2-core laptop CPU in about an hour: ResNet-20, 10,000
+#              training images, 6 epochs, the main rows, 2 seeds (at this length a delta
+#              smaller than 2 std is noise)
+#   gpu-short  the main rows on full CIFAR-10 (ResNet-20, 30 epochs, fp16) in slices of at most
+#              BUDGET seconds (default 480) of one GPU: run it again and it carries on where it
+#              stopped, until the table is full
+#   paper      ResNet-56 on full CIFAR-10, 200 epochs, 3 seeds, the gluon-cv CIFAR recipe
+#              (lr 0.1, batch 128, weight decay 1e-4, x0.1 at epochs 100 and 150): 17 rows x 3
+#              seeds x 200 epochs = 10,200 ResNet-56 epochs, + 200 of a ResNet-110 teacher (about
+#              400 more); GPU-hours ~ 10,600 x 50,000 / (the img/s that `python bench.py --arch
+#              resnet56 --amp` prints on your GPU) / 3600
+#   intel      Kaggle Intel Image Classification (DATA=path to it, GPU): ResNet-50, batch 64,
+#              120 epochs, the public reproduction's cumulative rows from scratch, pretrained
+#              (ImageNet weights by name, or WEIGHTS=path offline), + Adam, + warmup, + cosine,
+#              + label smoothing, + mixup
+#
+# Environment: DATA (data dir; CIFAR-10 is downloaded there, default data), SEEDS, ROWS (a
+# subset of row names), OUT (default runs/<preset>), PYTHON (default python), WEIGHTS,
+# BUDGET (seconds, gpu-short), EXTRA (more flags for every run, e.g. "--device cpu").
+#
+# Idempotent and resumable: a finished run (result.json) is skipped, an unfinished one
+# (last.pt) resumes, so a killed run_all.sh loses at most the epoch in flight. With several
+# GPUs the runs go one per GPU (CUDA_VISIBLE_DEVICES), concurrently; else one after another.
+set -uo pipefail
+cd "$(dirname "$0")"
+
+PRESET=${1:-${PRESET:-smoke}}
+PYTHON=${PYTHON:-python}
+OUT=${OUT:-runs/$PRESET}
+DATA=${DATA:-data}
+EXTRA=${EXTRA:-}
+BUDGET=${BUDGET:-0}
+
+MAIN_ROWS="baseline warmup zerogamma nobiasdecay resnet_d cosine labelsmooth mixup distill cosine+mixup+ls all"
+CIFAR_ROWS="baseline warmup zerogamma nobiasdecay resnet_d cosine labelsmooth mixup distill cosine+ls cosine+mixup
+            cosine+mixup+ls all cutmix randaugment ema adamw"
+INTEL_ROWS="scratch pretrained +adam +warmup +cosine +ls +mixup"
+NOTES=()
+
+case $PRESET in
+  smoke)
+    SEEDS=${SEEDS:-1}; ROWS=${ROWS:-$CIFAR_ROWS}
+    FLAGS="--arch resnet20 --epochs 1 --subset 128 --test-subset 128 --batch-size 32"
+    TEACHER="--arch resnet20" ;;
+  cpu)
+    SEEDS=${SEEDS:-2}; ROWS=${ROWS:-$MAIN_ROWS}
+    FLAGS="--arch resnet20 --epochs 6 --subset 10000 --batch-size 128"
+    TEACHER="--arch resnet56"
+    NOTES+=("6 epochs on 10,000 images: at this length a delta smaller than 2 std is noise") ;;
+  gpu-short)
+    SEEDS=${SEEDS:-2}; ROWS=${ROWS:-$CIFAR_ROWS}; [[ $BUDGET == 0 ]] && BUDGET=480
+    FLAGS="--arch resnet20 --epochs 30 --batch-size 128 --amp"
+    TEACHER="--arch resnet56" ;;
+  paper)
+    SEEDS=${SEEDS:-3}; ROWS=${ROWS:-$CIFAR_ROWS}
+    FLAGS="--arch resnet56 --epochs 200 --batch-size 128 --lr 0.1 --weight-decay 1e-4 --milestones 0.5 0.75 --amp"
+    TEACHER="--arch resnet110"
+    NOTES+=("every row trains 200 epochs, mixup too (gluon-cv trains its mixup models 350): a controlled comparison") ;;
+  intel)
+    SEEDS=${SEEDS:-3}; ROWS=${ROWS:-$INTEL_ROWS}
+    FLAGS="--arch resnet50 --epochs 120 --batch-size 64 --amp"
+    NOTES+=("zerogamma and resnet_d are left out: zero gamma would wipe the pretrained BN weights, and
+      torchvision has no weights for the ResNet-C/D stem and shortcuts")
+    [[ -d $DATA ]] || { echo "run_all.sh intel: DATA=$DATA is not a folder: point DATA at Kaggle's intel-image-classification" >&2; exit 2; } ;;
+  *) echo "run_all.sh: unknown preset '$PRESET' (smoke, cpu, gpu-short, paper, intel)" >&2; exit 2 ;;
+esac
+WEIGHTS_FLAG=${WEIGHTS:+--weights $WEIGHTS}
+
+# row name -> script and its flags
+row_command() {
+  case $1 in
+    baseline)        echo "baseline.py" ;;
+    warmup)          echo "warmup.py" ;;
+    zerogamma)       echo "zerogamma.py" ;;
+    nobiasdecay)     echo "nobiasdecay.py" ;;
+    resnet_d)        echo "resnet_d.py --variant D" ;;
+    cosine)          echo "cosine.py" ;;
+    labelsmooth)     echo "labelsmooth.py" ;;
+    mixup)           echo "mixup.py" ;;
+    distill)         echo "distill.py --teacher $OUT/teacher/s0/model.pt" ;;
+    cosine+ls)       echo "cosine.py --with labelsmooth" ;;
+    cosine+mixup)    echo "mixup.py --with cosine" ;;
+    cosine+mixup+ls) echo "mixup.py --with cosine labelsmooth" ;;
+    all)             echo "warmup.py --with zerogamma nobiasdecay resnet_d cosine labelsmooth mixup" ;;
+    cutmix)          echo "cutmix.py" ;;
+    randaugment)     echo "randaugment.py" ;;
+    ema)             echo "ema.py" ;;
+    adamw)           echo "adamw.py" ;;
+    scratch)         echo "baseline.py" ;;
+    pretrained)      echo "pretrained.py $WEIGHTS_FLAG" ;;
+    +adam)           echo "pretrained.py $WEIGHTS_FLAG --with adamw --adam --lr 1e-4 --weight-decay 1e-4" ;;
+    +warmup)         echo "pretrained.py $WEIGHTS_FLAG --with adamw warmup --adam --lr 1e-4 --weight-decay 1e-4" ;;
+    +cosine)         echo "pretrained.py $WEIGHTS_FLAG --with adamw warmup cosine --adam --lr 1e-4 --weight-decay 1e-4" ;;
+    +ls)             echo "pretrained.py $WEIGHTS_FLAG --with adamw warmup cosine labelsmooth --adam --lr 1e-4 --weight-decay 1e-4" ;;
+    +mixup)          echo "pretrained.py $WEIGHTS_FLAG --with adamw warmup cosine labelsmooth mixup --adam --lr 1e-4 --weight-decay 1e-4" ;;
+    *) echo "run_all.sh: unknown row '$1'" >&2; return 1 ;;
+  esac
+}
+
+NGPU=$($PYTHON -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0)
+START=$SECONDS
+FAILED=()
+declare -A SLOT  # GPU -> pid of the run on it
+
+time_left() { (( BUDGET > 0 )) && echo $(( BUDGET - (SECONDS - START) )) || echo 0; }
+
+# One run: skipped when finished, resumed when started; stopped (to resume later) at the budget.
+run() {  # run NAME DIR SCRIPT FLAGS...
+  local name=$1 dir=$2; shift 2
+  if [[ -f $dir/result.json ]]; then echo "== $name: done ($dir)"; return 0; fi
+  local limit=(); local left; left=$(time_left)
+  if (( BUDGET > 0 )); then
+    (( left > 30 )) || { echo "== $name: not started, the time budget is spent"; return 0; }
+    limit=(timeout --signal=INT "$left")
+  fi
+  mkdir -p "$(dirname "$dir")"
+  echo "== $name -> $dir"
+  # shellcheck disable=SC2086
+  "${limit[@]}" $PYTHON "$@" --data "$DATA" --out "$dir" --resume $EXTRA > "$dir.log" 2>&1
+  local status=$?
+  tail -n 1 "$dir.log"
+  if (( status == 124 || status == 130 )) && (( BUDGET > 0 )); then echo "== $name: paused at the time budget"; return 0; fi
+  (( status == 0 )) || { echo "== $name FAILED (exit $status), see $dir.log" >&2; return 1; }
+}
+
+# Start a run on a free GPU (several GPUs), or run it now (one device).
+launch() {
+  if (( NGPU <= 1 )); then run "$@" || FAILED+=("$1"); return; fi
+  while :; do
+    for ((g = 0; g < NGPU; g++)); do
+      if [[ -z ${SLOT[$g]:-} ]] || ! kill -0 "${SLOT[$g]}" 2>/dev/null; then
+        CUDA_VISIBLE_DEVICES=$g run "$@" & SLOT[$g]=$!
+        return
+      fi
+    done
+    sleep 2
+  done
+}
+
+wait_all() {
+  local pid
+  for pid in "${SLOT[@]}"; do wait "$pid" || FAILED+=("pid $pid"); done
+  SLOT=()
+}
+
+COMMAND="bash run_all.sh $PRESET"
+for v in DATA SEEDS ROWS OUT EXTRA WEIGHTS BUDGET; do  # the variables the caller set, for the record
+  [[ -n ${!v+x} && $(env | grep -c "^$v=") -gt 0 ]] && COMMAND="$v=\"${!v}\" $COMMAND"
+done
+mkdir -p "$OUT"
+{ echo "preset $PRESET"; echo "command $COMMAND"; echo "out $OUT"; echo "data $DATA"; echo "flags $FLAGS $EXTRA"
+  echo "seeds $SEEDS"
+  for note in "${NOTES[@]}"; do echo "note $note"; done
+  for r in $ROWS; do echo "row $r $(row_command "$r")"; done; } > "$OUT/rows.txt"
+
+# The distillation teacher first (a bigger net, the preset's recipe), then every row and seed;
+# distillation rows last, once the teacher exists.
+if [[ " $ROWS " == *" distill "* ]]; then
+  # shellcheck disable=SC2086
+  launch teacher "$OUT/teacher/s0" baseline.py $FLAGS $TEACHER --seed 0
+  wait_all
+fi
+for r in $ROWS; do
+  [[ $r == distill ]] && continue
+  for ((s = 0; s < SEEDS; s++)); do
+    # shellcheck disable=SC2086
+    launch "$r s$s" "$OUT/$r/s$s" $(row_command "$r") $FLAGS --seed $s
+  done
+done
+if [[ " $ROWS " == *" distill "* ]]; then
+  wait_all
+  if [[ -f $OUT/teacher/s0/model.pt ]]; then
+    for ((s = 0; s < SEEDS; s++)); do
+      # shellcheck disable=SC2086
+      launch "distill s$s" "$OUT/distill/s$s" $(row_command distill) $FLAGS --seed $s
+    done
+  else
+    echo "== distill: waiting for the teacher ($OUT/teacher/s0), which is not finished"
+  fi
+fi
+wait_all
+
+$PYTHON summarize.py "$OUT" || FAILED+=(summarize)
+if (( BUDGET > 0 )) && (( $(time_left) <= 30 )); then
+  echo "run_all.sh $PRESET: time budget of ${BUDGET}s used; run it again to carry on"
+fi
+if (( ${#FAILED[@]} )); then
+  echo "run_all.sh $PRESET: failed: ${FAILED[*]}" >&2
+  exit 1
+fi
+echo "run_all.sh $PRESET: done in $((SECONDS - START))s; table in $OUT/ablation-$PRESET.md"

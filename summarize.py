@@ -1,0 +1,165 @@
+"""Summarize an ablation run by run_all.sh into a markdown table and a plot.
+
+    python summarize.py runs/cpu [--out docs]
+
+reads runs/<preset>/<row>/s<seed>/result.json (and log.jsonl) and writes
+ablation-<preset>.md: per row the tricks, the final test accuracy as mean +- std over seeds,
+its difference to the baseline with that difference's own std, epochs, wall time per run,
+and the paper's reported change beside it; and ablation-<preset>.png (test accuracy per
+epoch of each row, and the differences with 2-std error bars) when matplotlib is installed.
+A difference smaller than 2 std is marked as noise. The accuracy is the final epoch's,
+never the best epoch's: no model is selected on the test set.
+"""
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+# What the papers report for each row: the change in top-1 (ResNet-50 on ImageNet unless said)
+PAPER = {
+    'warmup': '+0.76 (75.17 -> 75.93, batch 1024; He et al. Table 4)',
+    'zerogamma': '+0.44 (75.93 -> 76.37, batch 1024, on warmup; Table 4)',
+    'nobiasdecay': '-0.34 (76.37 -> 76.03, batch 1024; Table 4)',
+    'resnet_d': '+0.95 (76.21 -> 77.16, B+C+D; Table 5)',
+    'cosine': '+0.75 (77.16 -> 77.91, ResNet-50-D; Table 6)',
+    'labelsmooth': '+0.40 (77.91 -> 78.31, on cosine; Table 6)',
+    'mixup': '+0.84 (78.31 -> 79.15, on cosine + LS, 200 epochs; Table 6)',
+    'distill': '+0.36 (78.31 -> 78.67, on cosine + LS; Table 6)',
+    'cosine+ls': '+1.15 (77.16 -> 78.31; Table 6)',
+    'cosine+mixup+ls': '+1.99 (77.16 -> 79.15; Table 6)',
+    'all': '+3.28 (75.87 -> 79.15, all but distillation; Tables 4-6)',
+    'cutmix': '+2.28 (76.32 -> 78.60; Yun et al. Table 3)',
+    'randaugment': '+1.3 (76.3 -> 77.6; Cubuk et al.)',
+    # Kaggle Intel, ImageNet-pretrained ResNet-50, hoya012's table (test accuracy, one run each)
+    'scratch': '86.47', 'pretrained': '89.07', '+adam': '94.13', '+warmup': '94.57', '+cosine': '94.20',
+    '+ls': '93.67', '+mixup': '94.03',
+}
+REFERENCE_ROWS = ('baseline', 'scratch')
+
+
+def read_runs(root):
+    """{row: [(result, log rows) per seed]} in the order of rows.txt, and its header lines."""
+    header, order = {}, []
+    rows_file = root / 'rows.txt'
+    if rows_file.exists():
+        for line in rows_file.read_text().splitlines():
+            key, _, value = line.partition(' ')
+            if key == 'row':
+                order.append(value.split()[0])
+            else:
+                header.setdefault(key, []).append(value)
+    found = sorted(p.parent.parent.name for p in root.glob('*/s*/result.json') if p.parent.parent.name != 'teacher')
+    runs = {}
+    for row in order + [r for r in dict.fromkeys(found) if r not in order]:
+        for result_file in sorted((root / row).glob('s*/result.json')):
+            result = json.loads(result_file.read_text())
+            log = [json.loads(line) for line in (result_file.parent / 'log.jsonl').read_text().splitlines()
+                   if line.strip()] if (result_file.parent / 'log.jsonl').exists() else []
+            runs.setdefault(row, []).append((result, log))
+    return runs, header, [r for r in order if r not in runs]
+
+
+def stats(values):
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else float('nan')
+    return mean, std
+
+
+def table(runs, header, missing, preset):
+    accs = {row: [r['final_test_acc'] for r, _ in seeds] for row, seeds in runs.items()}
+    reference = next((r for r in REFERENCE_ROWS if r in accs), None)
+    lines = [f"# Ablation: {preset}", ""]
+    for key in ('data', 'flags', 'seeds'):
+        if key in header:
+            lines.append(f"- {key}: `{header[key][0]}`")
+    lines.append(f"- command: `{header.get('command', [f'bash run_all.sh {preset}'])[0]}`, then "
+                 f"`python summarize.py {header.get('out', [f'runs/{preset}'])[0]}`")
+    first = next(iter(runs.values()))[0][0]
+    lines.append(f"- device: {first['device']}, torch {first['torch']}")
+    for note in header.get('note', []):
+        lines.append(f"- note: {note}")
+    if 'teacher' in header:
+        lines.append(f"- distillation teacher: {header['teacher'][0]}")
+    lines += ["- accuracy: the final epoch's test accuracy (%), mean +- std over seeds; delta: to "
+              f"`{reference}`, +- the std of that difference; *noise*: smaller than 2 std", ""]
+    lines.append("| Row | Tricks | Test acc. (%) | Delta | Seeds | Epochs | Wall time / run | Reported |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    deltas = {}
+    for row, values in accs.items():
+        mean, std = stats(values)
+        acc = f"{mean:.2f} +- {std:.2f}" if len(values) > 1 else f"{mean:.2f}"
+        delta = ''
+        if reference and row != reference:
+            ref_mean, ref_std = stats(accs[reference])
+            d = mean - ref_mean
+            sd = math.sqrt(std ** 2 / len(values) + ref_std ** 2 / len(accs[reference]))
+            deltas[row] = (d, sd)
+            delta = f"{d:+.2f}" + ('' if math.isnan(sd) else f" +- {sd:.2f}" + (' *noise*' if abs(d) < 2 * sd else ''))
+        results = [r for r, _ in runs[row]]
+        tricks = ', '.join(results[0]['tricks']) or '-'
+        wall = statistics.fmean(r['wall_seconds'] for r in results)
+        wall = f"{wall / 60:.1f} min" if wall >= 60 else f"{wall:.0f} s"
+        lines.append(f"| {row} | {tricks} | {acc} | {delta} | {len(values)} | {results[0]['epochs']} | "
+                     f"{wall} | {PAPER.get(row, '-')} |")
+    if missing:
+        lines += ["", f"Not finished yet: {', '.join(missing)} (run `bash run_all.sh {preset}` again)."]
+    return '\n'.join(lines) + '\n', deltas
+
+
+def plot(runs, deltas, path):
+    """Test accuracy per epoch (mean over seeds) for each row, and the deltas with 2-std bars."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no plot (pip install matplotlib)"
+    fig, (curves, bars) = plt.subplots(1, 2, figsize=(13, 5))
+    for row, seeds in runs.items():
+        epochs = min(len(log) for _, log in seeds)
+        if epochs:
+            mean = [statistics.fmean(log[e]['test_acc'] for _, log in seeds) for e in range(epochs)]
+            curves.plot(range(1, epochs + 1), mean, label=row, marker='.' if epochs < 20 else None)
+    curves.set(xlabel='epoch', ylabel='test accuracy (%)', title='test accuracy, mean over seeds')
+    curves.legend(fontsize=7)
+    names = list(deltas)
+    values = [deltas[n][0] for n in names]
+    errors = [0 if math.isnan(deltas[n][1]) else 2 * deltas[n][1] for n in names]
+    bars.barh(names, values, xerr=errors, color=['tab:green' if v > 0 else 'tab:red' for v in values])
+    bars.axvline(0, color='black', linewidth=0.8)
+    bars.invert_yaxis()
+    bars.set(xlabel='difference to the baseline (points, +- 2 std)', title='delta per row')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return f"wrote {path}"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('runs', help='the preset folder, e.g. runs/cpu')
+    parser.add_argument('--out', help='where to write the table and plot (default: the preset folder)')
+    args = parser.parse_args(argv)
+    root = Path(args.runs)
+    runs, header, missing = read_runs(root)
+    teacher = root / 'teacher' / 's0' / 'result.json'
+    if teacher.exists():
+        t = json.loads(teacher.read_text())
+        header['teacher'] = [f"{t['args']['arch']}, {t['final_test_acc']:.2f}% (trained by run_all.sh, same recipe)"]
+    if not runs:
+        raise SystemExit(f"error: no finished run under {root} (expected {root}/<row>/s<seed>/result.json)")
+    preset = header.get('preset', [root.name])[0]
+    out = Path(args.out or root)
+    out.mkdir(parents=True, exist_ok=True)
+    text, deltas = table(runs, header, missing, preset)
+    (out / f'ablation-{preset}.md').write_text(text)
+    print(text)
+    print(f"wrote {out / f'ablation-{preset}.md'}")
+    print(plot(runs, deltas, out / f'ablation-{preset}.png'))
+    return text
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])

@@ -1,0 +1,125 @@
+"""run_all.sh (the smoke preset CI runs), its resumability, summarize.py, and DDP on CPU."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import evaluate
+import summarize
+from conftest import REPO, make_folder
+
+
+@pytest.fixture(scope='module')
+def smoke_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp('smoke')
+    return make_folder(root / 'data', classes=3, per_class=8, test_per_class=4), root
+
+
+def run_all(root, data, out, rows=None, **popen):
+    env = dict(os.environ, DATA=str(data), OUT=str(out), EXTRA=f"--device cpu --cache-dir {root / 'cache'}")
+    if rows:
+        env['ROWS'] = rows
+    return subprocess.Popen(['bash', 'run_all.sh', 'smoke'], cwd=REPO, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
+
+
+def test_smoke_preset_runs_every_row_and_writes_the_table(smoke_data):
+    data, root = smoke_data
+    out = root / 'runs'
+    proc = run_all(root, data, out)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output
+    rows = [line.split()[1] for line in (out / 'rows.txt').read_text().splitlines() if line.startswith('row ')]
+    assert len(rows) == 17 and 'distill' in rows and 'all' in rows
+    for row in rows:
+        result = json.loads((out / row / 's0' / 'result.json').read_text())
+        assert result['epochs'] == 1
+    assert (out / 'teacher' / 's0' / 'model.pt').exists()
+    table = (out / 'ablation-smoke.md').read_text()
+    assert all(f"| {row} |" in table for row in rows)
+    # a second invocation redoes nothing
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob('*/s0/result.json')}
+    again = run_all(root, data, out)
+    output, _ = again.communicate(timeout=300)
+    assert again.returncode == 0 and output.count(': done (') == len(rows) + 1
+    assert stamps == {p: p.stat().st_mtime_ns for p in out.glob('*/s0/result.json')}
+
+
+def test_a_killed_run_all_finishes_without_redoing_finished_rows(smoke_data):
+    data, root = smoke_data
+    out = root / 'killed'
+    rows = 'baseline cosine mixup labelsmooth warmup'
+    proc = run_all(root, data, out, rows, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(out.glob('*/s0/result.json'))) < 2:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C does
+    proc.communicate(timeout=60)
+    finished = {p: p.stat().st_mtime_ns for p in out.glob('*/s0/result.json')}
+    assert 2 <= len(finished) < 5
+    again = run_all(root, data, out, rows)
+    output, _ = again.communicate(timeout=300)
+    assert again.returncode == 0, output
+    assert len(list(out.glob('*/s0/result.json'))) == 5
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items())
+
+
+def fake_run(root, row, seed, acc, epochs=3):
+    d = root / row / f's{seed}'
+    d.mkdir(parents=True)
+    result = {'final_test_acc': acc, 'tricks': {} if row == 'baseline' else {row: {}}, 'epochs': epochs,
+              'wall_seconds': 90.0, 'device': 'cpu: test', 'torch': 'x', 'args': {'arch': 'resnet20'}}
+    (d / 'result.json').write_text(json.dumps(result))
+    (d / 'log.jsonl').write_text(''.join(json.dumps({'epoch': e + 1, 'test_acc': acc - 2 + e}) + '\n'
+                                         for e in range(epochs)))
+
+
+def test_summarize_means_stds_deltas_and_noise(tmp_path, monkeypatch):
+    root = tmp_path / 'cpu'
+    for seed, (b, c, m) in enumerate([(70.0, 71.0, 73.0), (72.0, 71.4, 75.0)]):
+        fake_run(root, 'baseline', seed, b)
+        fake_run(root, 'cosine', seed, c)
+        fake_run(root, 'mixup', seed, m)
+    (root / 'rows.txt').write_text('preset cpu\nnote short runs\nrow baseline baseline.py\nrow cosine cosine.py\n'
+                                   'row mixup mixup.py\nrow all warmup.py\n')
+    text = summarize.main([str(root), '--out', str(tmp_path / 'docs')])
+    lines = {line.split('|')[1].strip(): line for line in text.splitlines() if line.startswith('| ')}
+    assert '71.00 +- 1.41' in lines['baseline']
+    assert '+0.20 +- 1.02 *noise*' in lines['cosine']  # sqrt(1.41^2/2 + 0.28^2/2) = 1.02 > 0.2 / 2
+    assert '+3.00 +- 1.41' in lines['mixup'] and '*noise*' not in lines['mixup']
+    assert '+0.75 (77.16 -> 77.91' in lines['cosine']
+    assert 'Not finished yet: all' in text and 'note: short runs' in text
+    assert (tmp_path / 'docs' / 'ablation-cpu.md').exists() and (tmp_path / 'docs' / 'ablation-cpu.png').exists()
+
+
+def test_summarize_without_matplotlib_says_so(tmp_path, monkeypatch, capsys):
+    fake_run(tmp_path / 'p', 'baseline', 0, 50.0)
+    monkeypatch.setitem(sys.modules, 'matplotlib', None)  # import matplotlib now fails
+    summarize.main([str(tmp_path / 'p')])
+    assert 'matplotlib is not installed' in capsys.readouterr().out
+    assert not (tmp_path / 'p' / 'ablation-p.png').exists()
+
+
+def test_ddp_on_cpu_with_two_gloo_processes(tmp_path):
+    data = make_folder(tmp_path / 'data', classes=3, per_class=8, test_per_class=4)
+    out = tmp_path / 'run'
+    proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+                           'baseline.py', '--data', str(data), '--epochs', '2', '--batch-size', '8', '--device', 'cpu',
+                           '--cache-dir', str(tmp_path / 'cache'), '--out', str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count('final test accuracy') == 1  # only rank 0 prints
+    assert 'epochs of 3 steps, batch 8' in proc.stdout  # 24 images / global batch 8
+    rows = [json.loads(line) for line in (out / 'log.jsonl').read_text().splitlines()]
+    assert [r['epoch'] for r in rows] == [1, 2]  # only rank 0 writes
+    result = json.loads((out / 'result.json').read_text())
+    assert result['device'].endswith('x 2 processes')
+    # the test metrics were reduced over both ranks: one process on the saved model agrees
+    metrics = evaluate.main([str(out / 'model.pt'), '--data', str(data), '--device', 'cpu',
+                             '--cache-dir', str(tmp_path / 'cache')])
+    assert metrics['test_acc'] == pytest.approx(rows[-1]['test_acc'])
+    assert metrics['test_loss'] == pytest.approx(rows[-1]['test_loss'], rel=1e-4)
