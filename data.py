@@ -295,11 +295,57 @@ def center_crop(images, size):
     return images[..., top:top + size, left:left + size]
 
 
-def train_view(images, image_size, gen):
-    """uint8 batch -> augmented float batch in [0, 1], image_size x image_size."""
+def color_jitter(x, strength, gen):
+    """Brightness, contrast and saturation each scaled by a factor from U(1 - s, 1 + s) per
+    image, in a random order per batch (as torchvision's ColorJitter(s, s, s), batched)."""
+    n = len(x)
+
+    def factor():
+        return torch.empty(n, 1, 1, 1, device=gen.device).uniform_(1 - strength, 1 + strength,
+                                                                 generator=gen).to(x.device)
+
+    def gray(img):  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
+        return (0.299 * img[:, 0] + 0.587 * img[:, 1] + 0.114 * img[:, 2]).unsqueeze(1)
+
+    def blend(img, toward):  # torchvision's adjust_*: toward + factor * (img - toward)
+        return toward + factor() * (img - toward)
+
+    ops = [lambda img: img * factor(),                                      # brightness
+           lambda img: blend(img, gray(img).mean((2, 3), keepdim=True)),   # contrast
+           lambda img: blend(img, gray(img))]                              # saturation
+    for k in torch.randperm(3).tolist():  # on the CPU: no device sync
+        x = ops[k](x).clamp_(0, 1)
+    return x
+
+
+# AlexNet's PCA lighting (Krizhevsky et al. 2012): the eigenvalues and eigenvectors of the RGB
+# covariance of ImageNet's training pixels (in [0, 1]), as fb.resnet.torch and gluon-cv use them.
+IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
+IMAGENET_EIGVEC = ((-0.5675, 0.7192, 0.4009),
+                   (-0.5808, -0.0045, -0.8140),
+                   (-0.5836, -0.6948, 0.4203))
+
+
+def lighting(x, std, gen):
+    """Add eigvec @ (alpha * eigval) to every pixel of an image, alpha ~ N(0, std^2) per image."""
+    alpha = torch.randn(len(x), 3, device=gen.device, generator=gen).to(x.device) * std
+    eigval = torch.tensor(IMAGENET_EIGVAL, device=x.device)
+    eigvec = torch.tensor(IMAGENET_EIGVEC, device=x.device)
+    shift = (alpha * eigval) @ eigvec.T  # per image: sum_j eigvec[:, j] * alpha_j * eigval_j
+    return x + shift[:, :, None, None]
+
+
+def train_view(images, image_size, gen, jitter=0.0, pca_std=0.0):
+    """uint8 batch -> augmented float batch in [0, 1] (lighting may step outside), S x S."""
     if image_size <= PAD_CROP_MAX:
-        return random_crop_flip(images, 4, gen).float().div_(255)
-    return random_flip(random_resized_crop(images, image_size, gen), gen).div_(255)
+        x = random_crop_flip(images, 4, gen).float().div_(255)
+    else:
+        x = random_flip(random_resized_crop(images, image_size, gen), gen).div_(255)
+    if jitter:
+        x = color_jitter(x, jitter, gen)
+    if pca_std:
+        x = lighting(x, pca_std, gen)
+    return x
 
 
 def test_view(images, image_size):
