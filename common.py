@@ -146,6 +146,10 @@ def add_common_args(parser):
       help='hold out this fraction of train for model selection (val_acc); the same images in every run')
     a('--image-size', type=at_least(8), metavar='S',
       help='folder data: training size in px (default: the images own size up to 64 px, else 224)')
+    a('--color-jitter', type=fraction, default=0.0, metavar='S',
+      help='scale brightness, contrast, saturation by U(1-S, 1+S) per image (the paper: 0.4; default: off)')
+    a('--lighting', type=at_least(0.0, float), default=0.0, metavar='STD',
+      help="AlexNet's PCA lighting noise with this std (the paper: 0.1; default: off)")
     a('--test-scale', type=positive_float, default=1.0, metavar='F',
       help='folder data: test at F x the training size (FixRes; default: %(default)s)')
     a('--weights', metavar='NAME|PATH', help='start from these weights: a torchvision name such as '
@@ -155,6 +159,8 @@ def add_common_args(parser):
     a('--force', action='store_true', help='overwrite a finished or unfinished run in DIR')
     a('--cache-dir', default=data.DEFAULT_CACHE, help='where decoded folder data sets are cached (default: %(default)s)')
     a('--stream', action='store_true', help='stream folder data through DataLoader workers even if it fits in memory')
+    a('--tensorboard', action='store_true', help='also log the per-epoch figures for TensorBoard, in DIR/tensorboard')
+    a('--summary', action='store_true', help="print each layer's output shape and parameter count before training")
     a('--with', dest='with_', nargs='+', default=[], metavar='NAME', help='also switch on the tricks of NAME.py')
     parser.set_defaults(criterion=cross_entropy, optimizer=sgd, evaluate=evaluate)
 
@@ -426,7 +432,7 @@ def train_batches(run, epoch):
     b = args.batch_size // run.world
     starts = [s * args.batch_size + run.rank * b for s in range(run.steps_per_epoch)]
     for images, labels in d.train.batches(order[s:s + b] for s in starts):
-        x = data.train_view(images, d.image_size, run.gen)
+        x = data.train_view(images, d.image_size, run.gen, args.color_jitter, args.lighting)
         targets = labels
         for trick in run.tricks:
             if hasattr(trick, 'batch'):
@@ -577,6 +583,39 @@ def fmt_time(seconds):
     return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def tensorboard(args, out, log):
+    """A SummaryWriter in out/tensorboard, or None (without --tensorboard, or tensorboard)."""
+    if not args.tensorboard:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log("--tensorboard: tensorboard is not installed (pip install tensorboard); going on without it")
+        return None
+    return SummaryWriter(out / 'tensorboard')
+
+
+@torch.no_grad()
+def print_summary(run):
+    """Each leaf layer's output shape and parameter count, for one batch of two test images."""
+    d, net, rows = run.data, run.net, []
+    hooks = [m.register_forward_hook(lambda m, i, o, name=name: rows.append(
+        (name, type(m).__name__, tuple(o.shape), sum(p.numel() for p in m.parameters(recurse=False)))))
+        for name, m in net.named_modules() if name and not any(m.children())]
+    images, _ = next(d.test.batches([d.test_index[:2]]))
+    net.eval()
+    try:
+        net(d.normalize(data.test_view(images, d.test_image_size)))
+    finally:
+        for h in hooks:
+            h.remove()
+    width = max(len(r[0]) for r in rows)
+    run.log(f"{'layer':<{width}}  {'type':<18} {'output':<22} {'params':>10}")
+    for name, kind, shape, params in rows:
+        run.log(f"{name:<{width}}  {kind:<18} {str(shape):<22} {params:>10,}")
+    run.log(f"{'total':<{width}}  {'':<18} {'':<22} {sum(p.numel() for p in net.parameters()):>10,}")
+
+
 def model_file(run):
     """What evaluate.py and distill.py need: arch, constructor switches, weights, preprocessing.
 
@@ -615,6 +654,9 @@ def main(script, argv=None):
         start_epoch, best_val, wall_before = resume(run, out / 'last.pt')
         log(f"resumed {out} after epoch {start_epoch}")
     rows = read_log(out / 'log.jsonl', start_epoch)
+    writer = tensorboard(args, out, log) if run.rank == 0 else None
+    if args.summary and run.rank == 0:
+        print_summary(run)
     tricks = ', '.join(f"{n} {describe(s)}" for n, s in run.settings.items()) or 'none (baseline)'
     log(f"{args.script}: {args.arch} on {args.dataset}, {args.epochs} epochs of {run.steps_per_epoch} steps, "
         f"batch {args.batch_size}, tricks: {tricks}, device {device_name(run.device, run.world)}"
@@ -647,6 +689,11 @@ def main(script, argv=None):
         if run.rank == 0:
             write_log(out / 'log.jsonl', rows)
             save_atomic(ckpt, out / 'last.pt')
+        if writer:
+            for key, value in row.items():
+                if key != 'epoch':
+                    writer.add_scalar(key, value, row['epoch'])
+            writer.flush()
         eta = (args.epochs - epoch - 1) * sum(r['epoch_seconds'] for r in rows[-3:]) / len(rows[-3:])
         accs = '  '.join(f"{k} {v:.2f}%" for k, v in row.items() if k.endswith('_acc'))
         log(f"epoch {epoch + 1}/{args.epochs}  lr {row['lr']:.4g}  train_loss {train_loss:.4f}  "
@@ -658,6 +705,8 @@ def main(script, argv=None):
               'best_val_acc': best_val, 'epochs': args.epochs, 'wall_seconds': wall_before + time.time() - started,
               'device': device_name(run.device, run.world), 'torch': torch.__version__,
               'finished': time.strftime('%Y-%m-%d %H:%M:%S')}
+    if writer:
+        writer.close()
     if run.rank == 0:
         save_atomic(model_file(run), out / 'model.pt')
         tmp = out / 'result.json.tmp'
