@@ -34,7 +34,7 @@ PAPER = {
     'randaugment': '+1.3 (76.3 -> 77.6; Cubuk et al.)',
     # Kaggle Intel, ImageNet-pretrained ResNet-50, hoya012's table (test accuracy, one run each)
     'scratch': '86.47', 'pretrained': '89.07', '+adam': '94.13', '+warmup': '94.57', '+cosine': '94.20',
-    '+ls': '93.67', '+mixup': '94.03',
+    '+ls': '93.67', '+mixup': '94.03', 'fixres': '-',
 }
 REFERENCE_ROWS = ('baseline', 'scratch')
 
