@@ -1,29 +1,68 @@
-"""The networks: `build(arch, num_classes, **options)` and `load_weights(model, weights)`.
+"""The networks: `build(arch, num_classes, **options)`, `load_weights(model, weights)`, `init_xavier(model)`.
 
 Every net remembers how it was built (`model.arch`, `model.options`), so a saved `model.pt`
 rebuilds it without the run's flags.
+
+Besides this repo's ResNets (CIFAR, ImageNet-style, SK), two of torchvision's nets for folder
+data, built as torchvision builds them (efficientnet_b0 with its dropout 0.2 and stochastic
+depth 0.2): EfficientNet-B0 (5,288,548 parameters with 1000 classes) and RegNetY-400MF
+(4,344,144). The tricks' constructor switches (zero_init_residual, variant, norm) are made for
+this repo's ResNets: on these two they stop with an error, never do nothing.
 """
 import torch
+import torch.nn as nn
 
 from .cifar_resnet import DEPTHS, CifarResNet
+from .evonorm import check_norm
 from .resnet import LAYOUTS, ResNet
+from .skresnet import LAYOUTS as SK_LAYOUTS
 
-CIFAR_ARCHS = tuple(DEPTHS)        # 3x3 stem: for images of about 32 px
-IMAGENET_ARCHS = tuple(LAYOUTS)    # 7x7 stem + max-pool: for larger images
-ARCHS = CIFAR_ARCHS + IMAGENET_ARCHS
+# torchvision's nets, by our arch name: what their blocks are (for the errors of the switches)
+TORCHVISION_BLOCKS = {'efficientnet_b0': 'MBConv blocks (BN + SiLU, squeeze-excitation)',
+                      'regnety_400mf': 'Y blocks (grouped 3x3 convs, squeeze-excitation)'}
+# the archs torchvision has ImageNet weights for, and its names for them
+TORCHVISION_NAMES = {'resnet18': 'resnet18', 'resnet34': 'resnet34', 'resnet50': 'resnet50',
+                     'efficientnet_b0': 'efficientnet_b0', 'regnety_400mf': 'regnet_y_400mf'}
+HEADS = {'efficientnet_b0': 'classifier.1.'}  # the classifier's prefix, where it is not 'fc.'
+
+CIFAR_ARCHS = tuple(DEPTHS)                     # 3x3 stem: for images of about 32 px
+IMAGENET_ARCHS = tuple(LAYOUTS)                 # 7x7 stem + max-pool: for larger images
+SK_ARCHS = tuple(SK_LAYOUTS)                    # the same, with Selective Kernel blocks
+TORCHVISION_ARCHS = tuple(TORCHVISION_BLOCKS)   # for larger images too
+ARCHS = CIFAR_ARCHS + IMAGENET_ARCHS + SK_ARCHS + TORCHVISION_ARCHS
 
 
 def build(arch, num_classes, **options):
     """The net `arch` with `num_classes` outputs; options are constructor switches (variant, ...)."""
     if arch in DEPTHS:
         model = CifarResNet(DEPTHS[arch], num_classes, **options)
-    elif arch in LAYOUTS:
-        block, layers = LAYOUTS[arch]
+    elif arch in LAYOUTS or arch in SK_LAYOUTS:
+        if arch in SK_LAYOUTS and options.get('variant'):
+            raise ValueError(f"ResNet-{options['variant']} is not built for {arch}: its stem and shortcuts stay "
+                             "ResNet-18/34's, so that it differs from resnet18/34 by its Selective Kernel units alone")
+        block, layers = LAYOUTS.get(arch) or SK_LAYOUTS[arch]
         model = ResNet(block, layers, num_classes, **options)
+    elif arch in TORCHVISION_BLOCKS:
+        model = torchvision_net(arch, num_classes, **options)
     else:
         raise ValueError(f"unknown arch {arch!r} (choose from {', '.join(ARCHS)})")
     model.arch, model.options = arch, dict(options, num_classes=num_classes)
     return model
+
+
+def torchvision_net(arch, num_classes, zero_init_residual=False, variant='', norm='bn'):
+    """torchvision's net; every switch that is on stops, naming why."""
+    check_norm(norm)
+    switches = {'zero gamma': (zero_init_residual, "zeroes the last BN of this repo's ResNet blocks"),
+                f'ResNet-{variant}': (variant, "changes the stem, strides and shortcuts of this repo's ResNets"),
+                f'norm={norm!r}': (norm != 'bn', "replaces the BN + ReLU pairs of this repo's ResNets")}
+    for trick, (on, what) in switches.items():
+        if on:
+            raise ValueError(f"{trick} does not apply to {arch}: it {what}, and {arch} is torchvision's net of "
+                             f"{TORCHVISION_BLOCKS[arch]}, built as torchvision builds it")
+    import torchvision
+    with torch.device('cpu'):  # even under torch.device('meta'): RegNet computes its widths with tensors
+        return getattr(torchvision.models, TORCHVISION_NAMES[arch])(num_classes=num_classes)
 
 
 def rebuild(model, **changes):
@@ -42,16 +81,22 @@ def load_weights(model, weights):
         state = torch.load(weights, map_location='cpu', weights_only=True)
         source = weights
     else:  # a torchvision weight name: downloads to torch's cache the first time
+        if model.arch not in TORCHVISION_NAMES:
+            raise ValueError(f"torchvision has no weights for {model.arch} (only for {', '.join(TORCHVISION_NAMES)}): "
+                             "give a state-dict file")
         import torchvision
-        state = torchvision.models.get_weight(f"{model.arch.replace('resnet', 'ResNet')}_Weights.{weights}"
-                                              ).get_state_dict(progress=False)
+        enum = torchvision.models.get_model_weights(TORCHVISION_NAMES[model.arch])
+        if weights not in enum.__members__:
+            raise ValueError(f"{weights} is not a torchvision weight name for {model.arch} "
+                             f"(choose from {', '.join(enum.__members__)})")
+        state = enum[weights].get_state_dict(progress=False)
         source = f"torchvision {model.arch} {weights}"
     if isinstance(state, dict) and 'state_dict' in state and 'arch' in state:
         state = state['state_dict']  # a model.pt of this repo
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{weights} is not a state dict of tensors")
-    own = model.state_dict()
-    head = {k for k in state if k.startswith('fc.') and k in own and state[k].shape != own[k].shape}
+    own, prefix = model.state_dict(), HEADS.get(model.arch, 'fc.')
+    head = {k for k in state if k.startswith(prefix) and k in own and state[k].shape != own[k].shape}
     missing = sorted(k for k in own if k not in state and k not in head)
     unexpected = sorted(k for k in state if k not in own)
     wrong = sorted(k for k in state if k in own and k not in head and state[k].shape != own[k].shape)
@@ -59,5 +104,21 @@ def load_weights(model, weights):
         raise ValueError(f"{source} does not fit {model.arch} {model.options}: "
                          f"missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]}")
     model.load_state_dict({k: v for k, v in state.items() if k not in head}, strict=False)
-    new_head = f", new {model.fc.out_features}-class classifier" if head else ''
+    new_head = f", new {model.options['num_classes']}-class classifier" if head else ''
     return f"loaded {len(state) - len(head)} tensors from {source}{new_head}"
+
+
+def init_xavier(model):
+    """The paper's baseline init (Bag of Tricks, section 2.1), in place of the nets' own.
+
+    Conv and linear weights ~ U(-a, a), a = sqrt(6 / (fan_in + fan_out)) (Xavier uniform), their
+    biases 0. BN gamma 1 and beta 0 is how every net here is built already, so norm layers are
+    left as they are: where zero gamma set a gamma to 0, it stays 0. Call it on the final net,
+    after the tricks' model hooks (they rebuild the net) and before --weights.
+    """
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return model

@@ -13,14 +13,22 @@ Constructor switches for the tricks (Bag of Tricks, section 4; gluon-cv's resnet
 - variant='D' is C plus, in a downsampling shortcut, a 2x2 average pool (ceil_mode,
   count_include_pad=False) before a stride-1 1x1 conv (timm's resnet50d layout and names).
 - zero_init_residual: the gamma of each block's last BN starts at 0 (zerogamma.py).
+- norm='evonorm': every BN that a ReLU follows, and that ReLU, become one EvoNorm-S0 layer;
+  every other BN (a block's last, a shortcut's) an EvoNorm-S0 without activation. The ReLU
+  after a block's addition stays, as timm's ResNet blocks keep theirs with any norm layer
+  (evonorm.py).
 Basic blocks (ResNet-18/34) have no 1x1 conv in the residual path, so 'B' does not exist for
 them; 'C' and 'D' change their stem and shortcuts as above.
 
 Parameter counts (tests/test_models.py): ResNet-50 and ResNet-50-B 25,557,032 (torchvision
 resnet50), ResNet-50-C and ResNet-50-D 25,576,264 (timm resnet50d;
-the average pool has no parameters).
+the average pool has no parameters). With norm='evonorm' (tests/test_archs.py): ResNet-50
+25,564,648 and ResNet-18 11,691,496: one v per channel of each BN + ReLU pair, 7,616 and 1,984
+more (an EvoNorm-S0 without activation has a BN's parameter count).
 """
 import torch.nn as nn
+
+from .evonorm import check_norm, norm_act, norm_only
 
 VARIANTS = ('', 'B', 'C', 'D')
 
@@ -29,28 +37,28 @@ def conv(cin, cout, kernel, stride=1):
     return nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False)
 
 
-def shortcut(cin, cout, stride, variant):
+def shortcut(cin, cout, stride, variant, norm):
     if variant == 'D' and stride != 1:
         pool = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False)
-        return nn.Sequential(pool, conv(cin, cout, 1), nn.BatchNorm2d(cout))
-    return nn.Sequential(conv(cin, cout, 1, stride), nn.BatchNorm2d(cout))
+        return nn.Sequential(pool, conv(cin, cout, 1), norm_only(norm, cout))
+    return nn.Sequential(conv(cin, cout, 1, stride), norm_only(norm, cout))
 
 
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, cin, width, stride, downsample, variant):
+    def __init__(self, cin, width, stride, downsample, variant, norm):
         super().__init__()
-        self.conv1, self.bn1 = conv(cin, width, 3, stride), nn.BatchNorm2d(width)
-        self.conv2, self.bn2 = conv(width, width, 3), nn.BatchNorm2d(width)
-        self.relu = nn.ReLU(inplace=True)
+        self.conv1, (self.bn1, self.act1) = conv(cin, width, 3, stride), norm_act(norm, width)
+        self.conv2, self.bn2 = conv(width, width, 3), norm_only(norm, width)
+        self.relu = nn.ReLU(inplace=True)  # after the addition, with either norm
         self.downsample = downsample
 
     def last_bn(self):
         return self.bn2
 
     def forward(self, x):
-        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.act1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         identity = x if self.downsample is None else self.downsample(x)
         return self.relu(out + identity)
@@ -59,21 +67,21 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, cin, width, stride, downsample, variant):
+    def __init__(self, cin, width, stride, downsample, variant, norm):
         super().__init__()
         stride_1x1 = stride if variant == '' else 1  # ResNet-B and later: stride on the 3x3
-        self.conv1, self.bn1 = conv(cin, width, 1, stride_1x1), nn.BatchNorm2d(width)
-        self.conv2, self.bn2 = conv(width, width, 3, stride // stride_1x1), nn.BatchNorm2d(width)
-        self.conv3, self.bn3 = conv(width, width * 4, 1), nn.BatchNorm2d(width * 4)
-        self.relu = nn.ReLU(inplace=True)
+        self.conv1, (self.bn1, self.act1) = conv(cin, width, 1, stride_1x1), norm_act(norm, width)
+        self.conv2, (self.bn2, self.act2) = conv(width, width, 3, stride // stride_1x1), norm_act(norm, width)
+        self.conv3, self.bn3 = conv(width, width * 4, 1), norm_only(norm, width * 4)
+        self.relu = nn.ReLU(inplace=True)  # after the addition, with either norm
         self.downsample = downsample
 
     def last_bn(self):
         return self.bn3
 
     def forward(self, x):
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.act2(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         identity = x if self.downsample is None else self.downsample(x)
         return self.relu(out + identity)
@@ -84,21 +92,21 @@ LAYOUTS = {'resnet18': (BasicBlock, (2, 2, 2, 2)), 'resnet34': (BasicBlock, (3, 
 
 
 class ResNet(nn.Module):
-    def __init__(self, block, layers, num_classes=1000, zero_init_residual=False, variant=''):
+    def __init__(self, block, layers, num_classes=1000, zero_init_residual=False, variant='', norm='bn'):
         super().__init__()
+        check_norm(norm)
         if variant not in VARIANTS:
             raise ValueError(f"variant {variant!r} does not exist (choose B, C or D)")
         if variant == 'B' and block is BasicBlock:
             raise ValueError("ResNet-B moves a bottleneck's stride from its 1x1 to its 3x3 conv;"
                              " ResNet-18/34 have basic blocks with no 1x1 conv (use C or D, or resnet50)")
         if variant in ('C', 'D'):  # deep stem, timm's names: conv1.0/.1/.3/.4/.6
-            self.conv1 = nn.Sequential(conv(3, 32, 3, 2), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
-                                       conv(32, 32, 3), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
+            self.conv1 = nn.Sequential(conv(3, 32, 3, 2), *norm_act(norm, 32),
+                                       conv(32, 32, 3), *norm_act(norm, 32),
                                        conv(32, 64, 3))
         else:
             self.conv1 = conv(3, 64, 7, 2)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
+        self.bn1, self.act1 = norm_act(norm, 64)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         cin = 64
         for i, (n, width) in enumerate(zip(layers, (64, 128, 256, 512))):
@@ -108,8 +116,8 @@ class ResNet(nn.Module):
                 s = stride if j == 0 else 1
                 down = None
                 if s != 1 or cin != width * block.expansion:
-                    down = shortcut(cin, width * block.expansion, s, variant)
-                blocks.append(block(cin, width, s, down, variant))
+                    down = shortcut(cin, width * block.expansion, s, variant, norm)
+                blocks.append(block(cin, width, s, down, variant, norm))
                 cin = width * block.expansion
             setattr(self, f'layer{i + 1}', nn.Sequential(*blocks))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -120,10 +128,10 @@ class ResNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
         if zero_init_residual:
             for m in self.modules():
-                if isinstance(m, (BasicBlock, Bottleneck)):
+                if isinstance(m, block):
                     nn.init.zeros_(m.last_bn().weight)
 
     def forward(self, x):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(self.avgpool(x).flatten(1))
