@@ -152,6 +152,9 @@ def add_common_args(parser):
       help="AlexNet's PCA lighting noise with this std (the paper: 0.1; default: off)")
     a('--test-scale', type=positive_float, default=1.0, metavar='F',
       help='folder data: test at F x the training size (FixRes; default: %(default)s)')
+    a('--init', choices=('default', 'xavier'), default='default',
+      help="weight init: the nets' own (Kaiming normal for the ResNets) or xavier, the paper's baseline "
+           '(Xavier uniform for conv and linear weights)')
     a('--weights', metavar='NAME|PATH', help='start from these weights: a torchvision name such as '
       'IMAGENET1K_V1 (downloads) or a state-dict file (offline)')
     a('--out', metavar='DIR', help='run directory (default: runs/<script>[+<with>...]-<arch>-<dataset>-s<seed>)')
@@ -339,6 +342,11 @@ def build_model(args, tricks, num_classes, log):
                         fail(f"{changed_by[key]}.py and {trick_name(trick)}.py both change the model's {key}: "
                              "they cannot be combined")
                     changed_by[key] = trick_name(trick)
+        if args.init == 'xavier':
+            if args.weights:
+                fail("--init xavier initialises a net from scratch and --weights would replace it: drop one of them")
+            torch.manual_seed(args.seed)
+            models.init_xavier(model)
         if args.weights:
             log(models.load_weights(model, args.weights))
     except (ValueError, OSError, RuntimeError) as e:

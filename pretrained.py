@@ -12,7 +12,8 @@ conv), so a resnet50 is built as variant B to match its weights.
 Zero gamma is refused here (zerogamma.py stops: it would wipe pretrained BN weights), and so is
 ResNet-C/D (their stems and shortcuts have no torchvision weights).
 
-Flags: the loop's --weights and --lr, whose defaults change here; --arch resnet18/34/50.
+Flags: the loop's --weights and --lr, whose defaults change here; --arch resnet18/34/50,
+efficientnet_b0, regnety_400mf.
 Reported (Intel Image Classification, ResNet-50, hoya012's table): from scratch 86.47,
 pretrained 89.07% test accuracy.
 
@@ -29,8 +30,8 @@ def add_args(parser):
 
 
 def model(model, args):
-    if model.arch not in models.IMAGENET_ARCHS:
-        common.fail(f"pretrained: there are ImageNet weights for {', '.join(models.IMAGENET_ARCHS)} only, "
+    if model.arch not in models.TORCHVISION_NAMES:
+        common.fail(f"pretrained: there are ImageNet weights for {', '.join(models.TORCHVISION_NAMES)} only, "
                     f"not {model.arch}: pick one with --arch (folder data above 64 px)")
     if model.arch == 'resnet50':  # torchvision's resnet50 weights are a ResNet-B's
         return models.rebuild(model, variant='B')

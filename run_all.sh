@@ -34,6 +34,8 @@
 # GPUs the runs go one per GPU (CUDA_VISIBLE_DEVICES), concurrently; else one after another.
 set -uo pipefail
 cd "$(dirname "$0")"
+# Ctrl-C stops the whole table, even when it lands as a run is finishing (bash would go on)
+trap 'echo "run_all.sh: interrupted; run it again to carry on" >&2; kill $(jobs -p) 2>/dev/null; exit 130' INT TERM
 
 PRESET=${1:-${PRESET:-smoke}}
 PYTHON=${PYTHON:-python}

@@ -127,3 +127,16 @@ def test_ghmc_trains_and_composes_with_soft_targets_but_not_with_another_loss(ru
     assert set(result['tricks']) == {'ghmc', 'mixup', 'labelsmooth'}
     with pytest.raises(SystemExit, match=r'ghmc\.py and distill\.py both change criterion'):
         common.main(ghmc, run_args('--with', 'distill', out='x'))
+
+
+# ---------------------------------------------------------------- the paper's baseline init
+
+def test_init_xavier_flag_reaches_the_net_and_refuses_weights(run_args, tmp_path):
+    args = SimpleNamespace(arch='resnet20', seed=0, weights=None, init='xavier')
+    net = common.build_model(args, [], 10, print)
+    w = net.layer2[0].conv1.weight
+    bound = (6 / (w[0].numel() + w.shape[0] * w[0, 0].numel())) ** 0.5
+    assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound  # Xavier uniform, not Kaiming normal
+    with pytest.raises(SystemExit, match='--init xavier initialises a net from scratch'):
+        common.main(baseline, run_args('--init', 'xavier', '--weights', 'IMAGENET1K_V1'))
+    assert common.main(baseline, run_args('--init', 'xavier', out='x'))['args']['init'] == 'xavier'

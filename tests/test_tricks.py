@@ -12,8 +12,11 @@ import baseline
 import common
 import cosine
 import distill
+import evonorm
+import ghmc
 import labelsmooth
 import largebatch
+import lsuv
 import mixup
 import models
 import nobiasdecay
@@ -21,7 +24,8 @@ import resnet_d
 import warmup
 import zerogamma
 
-SCRIPTS = [baseline, warmup, zerogamma, nobiasdecay, largebatch, resnet_d, cosine, labelsmooth, mixup, distill]
+SCRIPTS = [baseline, warmup, zerogamma, nobiasdecay, largebatch, resnet_d, cosine, labelsmooth, mixup, distill,
+           evonorm, lsuv, ghmc]
 
 
 def schedule(tricks, epochs=10, steps_per_epoch=20, **flags):
@@ -100,7 +104,7 @@ def test_zero_gamma_makes_every_block_return_relu_of_its_shortcut(arch):
 
 
 def test_zero_gamma_draws_the_same_weights_otherwise_and_refuses_pretrained_weights():
-    args = SimpleNamespace(arch='resnet20', seed=3, weights=None)
+    args = SimpleNamespace(arch='resnet20', seed=3, weights=None, init='default')
     plain = common.build_model(args, [], 10, print)
     zeroed = common.build_model(args, [zerogamma], 10, print)
     differ = [k for k, v in plain.state_dict().items() if not torch.equal(v, zeroed.state_dict()[k])]
