@@ -495,7 +495,9 @@ def train_epoch(run, epoch, max_steps=None):
 @torch.no_grad()
 def evaluate(run, split, index, name, model=None):
     """{name}_loss, {name}_acc and {name}_top5 (percent) on `index` of `split`, sharded over processes."""
-    model = model or run.model
+    # under DDP the plain net: the wrapper's forward may sync buffers, a collective that would hang
+    # when the processes' shards hold different numbers of batches
+    model = model or (run.net if run.world > 1 else run.model)
     model.eval()
     d = run.data
     mine = index[run.rank::run.world]
