@@ -117,11 +117,12 @@ def plot(runs, deltas, path):
     except ImportError:
         return "matplotlib is not installed: no plot (pip install matplotlib)"
     fig, (curves, bars) = plt.subplots(1, 2, figsize=(13, 5))
-    for row, seeds in runs.items():
+    for i, (row, seeds) in enumerate(runs.items()):
         epochs = min(len(log) for _, log in seeds)
         if epochs:
             mean = [statistics.fmean(log[e]['test_acc'] for _, log in seeds) for e in range(epochs)]
-            curves.plot(range(1, epochs + 1), mean, label=row, marker='.' if epochs < 20 else None)
+            curves.plot(range(1, epochs + 1), mean, label=row, marker='.' if epochs < 20 else None,
+                        linestyle=('-', '--', ':')[i // 10 % 3])  # the colours repeat after 10 rows
     curves.set(xlabel='epoch', ylabel='test accuracy (%)', title='test accuracy, mean over seeds')
     curves.legend(fontsize=7)
     names = list(deltas)
@@ -141,6 +142,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('runs', help='the preset folder, e.g. runs/cpu')
     parser.add_argument('--out', help='where to write the table and plot (default: the preset folder)')
+    parser.add_argument('--note', action='append', default=[], help='a line to add to the notes (repeatable)')
     args = parser.parse_args(argv)
     root = Path(args.runs)
     runs, header, missing = read_runs(root)
@@ -151,6 +153,7 @@ def main(argv=None):
     if not runs:
         raise SystemExit(f"error: no finished run under {root} (expected {root}/<row>/s<seed>/result.json)")
     preset = header.get('preset', [root.name])[0]
+    header.setdefault('note', []).extend(args.note)
     out = Path(args.out or root)
     out.mkdir(parents=True, exist_ok=True)
     text, deltas = table(runs, header, missing, preset)

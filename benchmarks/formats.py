@@ -1,0 +1,45 @@
+"""Which memory format and precision make the model step fastest on this machine?
+
+In one run, interleaved rounds of the model step alone (common.train_step on one ready batch)
+for fp32 / --amp crossed with NCHW / channels_last, each after warm-up steps; prints the
+median images per second of each and its ratio to fp32 NCHW. The ratios, not the absolute
+figures, are what carries over between runs. Measured figures: docs/results.md.
+
+    python benchmarks/formats.py --data /tmp/cifar10 --arch resnet20 --batch-size 128
+"""
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common  # noqa: E402
+
+
+def main(argv):
+    steps, rounds = 8, 6
+    runs = {}
+    for name, flags in {'fp32 NCHW': ['--no-channels-last'], 'fp32 channels_last': [],
+                        'amp NCHW': ['--amp', '--no-channels-last'], 'amp channels_last': ['--amp']}.items():
+        run = common.setup(common.prepare(sys.modules[__name__], argv + flags + ['--epochs', '1000']))
+        runs[name] = (run, next(common.train_batches(run, 0)))
+    rates = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, (run, batch) in runs.items():
+            for _ in range(2):  # warm-up
+                common.train_step(run, *batch)
+            t = time.perf_counter()
+            for _ in range(steps):
+                loss = common.train_step(run, *batch)
+            loss.item()  # wait for the device
+            rates[name].append(steps * len(batch[1]) / (time.perf_counter() - t))
+    base = statistics.median(rates['fp32 NCHW'])
+    print(f"{common.device_name(runs['fp32 NCHW'][0].device, 1)}; {rounds} rounds x {steps} steps, medians")
+    for name, r in rates.items():
+        amp = runs[name][0].amp_dtype
+        label = f"{name} ({str(amp).split('.')[-1]})" if amp else name
+        print(f"{label:28} {statistics.median(r):8.1f} img/s   x{statistics.median(r) / base:.2f}")
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])
