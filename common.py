@@ -680,6 +680,9 @@ def main(script, argv=None):
             dist.all_reduce(stats[1:], op=dist.ReduceOp.MIN)
             dist.all_reduce(stats[:1])
             stats[0] /= run.world
+            # each process's last forwards updated its own BN statistics: evaluate and save rank 0's
+            for buffer in run.net.buffers():
+                dist.broadcast(buffer, 0)
         train_loss, bad = stats.tolist()  # the one read of the training metrics per epoch
         train_seconds = time.perf_counter() - t0
         if 0 <= bad < float('inf'):
