@@ -672,46 +672,52 @@ def main(script, argv=None):
         f"batch {args.batch_size}, tricks: {tricks}, device {device_name(run.device, run.world)}"
         f"{', amp ' + str(run.amp_dtype).split('.')[-1] if run.amp_dtype else ''}, out {out}")
 
-    for epoch in range(start_epoch, args.epochs):
-        t0 = time.perf_counter()
-        stats, steps = train_epoch(run, epoch)
-        if run.world > 1:
-            stats[1] = torch.where(stats[1] < 0, float('inf'), stats[1])
-            dist.all_reduce(stats[1:], op=dist.ReduceOp.MIN)
-            dist.all_reduce(stats[:1])
-            stats[0] /= run.world
-            # each process's last forwards updated its own BN statistics: evaluate and save rank 0's
-            for buffer in run.net.buffers():
-                dist.broadcast(buffer, 0)
-        train_loss, bad = stats.tolist()  # the one read of the training metrics per epoch
-        train_seconds = time.perf_counter() - t0
-        if 0 <= bad < float('inf'):
-            fail(f"the loss became nan or inf at step {int(bad)} (epoch {epoch + 1}); {out}/last.pt holds epoch "
-                 f"{epoch}: lower --lr (or drop --amp) and --resume, or --force to start over")
-        row = {'epoch': epoch + 1, 'lr': learning_rate(run, run.step - 1), 'train_loss': train_loss}
-        if len(run.data.val_index):
-            row.update(args.evaluate(run, run.data.train, run.data.val_index, 'val'))
-            best_val = max(best_val or 0.0, row['val_acc'])
-        row.update(args.evaluate(run, run.data.test, run.data.test_index, 'test'))
-        if args.num_classes <= 5:  # top-5 of 5 classes or fewer is always 100%
-            row = {k: v for k, v in row.items() if not k.endswith('_top5')}
-        row['images_per_sec'] = steps * args.batch_size / train_seconds
-        row['epoch_seconds'] = time.perf_counter() - t0
-        rows.append(row)
-        ckpt = checkpoint(run, epoch + 1, best_val, wall_before + time.time() - started)
-        if run.rank == 0:
-            write_log(out / 'log.jsonl', rows)
-            save_atomic(ckpt, out / 'last.pt')
-        if writer:
-            for key, value in row.items():
-                if key != 'epoch':
-                    writer.add_scalar(key, value, row['epoch'])
-            writer.flush()
-        eta = (args.epochs - epoch - 1) * sum(r['epoch_seconds'] for r in rows[-3:]) / len(rows[-3:])
-        accs = '  '.join(f"{k} {v:.2f}%" for k, v in row.items() if k.endswith('_acc'))
-        log(f"epoch {epoch + 1}/{args.epochs}  lr {row['lr']:.4g}  train_loss {train_loss:.4f}  "
-            f"test_loss {row['test_loss']:.4f}  {accs}  {row['images_per_sec']:.0f} img/s  "
-            f"{row['epoch_seconds']:.1f}s  ETA {fmt_time(eta)}")
+    saved = start_epoch  # the epochs last.pt holds
+    try:
+        for epoch in range(start_epoch, args.epochs):
+            t0 = time.perf_counter()
+            stats, steps = train_epoch(run, epoch)
+            if run.world > 1:
+                stats[1] = torch.where(stats[1] < 0, float('inf'), stats[1])
+                dist.all_reduce(stats[1:], op=dist.ReduceOp.MIN)
+                dist.all_reduce(stats[:1])
+                stats[0] /= run.world
+                # each process's last forwards updated its own BN statistics: evaluate and save rank 0's
+                for buffer in run.net.buffers():
+                    dist.broadcast(buffer, 0)
+            train_loss, bad = stats.tolist()  # the one read of the training metrics per epoch
+            train_seconds = time.perf_counter() - t0
+            if 0 <= bad < float('inf'):
+                fail(f"the loss became nan or inf at step {int(bad)} (epoch {epoch + 1}); {out}/last.pt holds epoch "
+                     f"{epoch}: lower --lr (or drop --amp) and --resume, or --force to start over")
+            row = {'epoch': epoch + 1, 'lr': learning_rate(run, run.step - 1), 'train_loss': train_loss}
+            if len(run.data.val_index):
+                row.update(args.evaluate(run, run.data.train, run.data.val_index, 'val'))
+                best_val = max(best_val or 0.0, row['val_acc'])
+            row.update(args.evaluate(run, run.data.test, run.data.test_index, 'test'))
+            if args.num_classes <= 5:  # top-5 of 5 classes or fewer is always 100%
+                row = {k: v for k, v in row.items() if not k.endswith('_top5')}
+            row['images_per_sec'] = steps * args.batch_size / train_seconds
+            row['epoch_seconds'] = time.perf_counter() - t0
+            rows.append(row)
+            ckpt = checkpoint(run, epoch + 1, best_val, wall_before + time.time() - started)
+            if run.rank == 0:
+                write_log(out / 'log.jsonl', rows)
+                save_atomic(ckpt, out / 'last.pt')
+            saved = epoch + 1
+            if writer:
+                for key, value in row.items():
+                    if key != 'epoch':
+                        writer.add_scalar(key, value, row['epoch'])
+                writer.flush()
+            eta = (args.epochs - epoch - 1) * sum(r['epoch_seconds'] for r in rows[-3:]) / len(rows[-3:])
+            accs = '  '.join(f"{k} {v:.2f}%" for k, v in row.items() if k.endswith('_acc'))
+            log(f"epoch {epoch + 1}/{args.epochs}  lr {row['lr']:.4g}  train_loss {train_loss:.4f}  "
+                f"test_loss {row['test_loss']:.4f}  {accs}  {row['images_per_sec']:.0f} img/s  "
+                f"{row['epoch_seconds']:.1f}s  ETA {fmt_time(eta)}")
+    except KeyboardInterrupt:  # Ctrl-C, or run_all.sh's time budget
+        fail(f"interrupted: {out}/last.pt holds {saved} of {args.epochs} epochs; the same command with --resume "
+             "carries on from there")
 
     result = {'script': args.script, 'tricks': describe(run.settings), 'args': describe(vars(args)),
               'final_test_acc': rows[-1]['test_acc'], 'final_test_top5': rows[-1].get('test_top5'),

@@ -124,7 +124,7 @@ run() {  # run NAME DIR SCRIPT FLAGS...
   if [[ -f $dir/result.json ]]; then echo "== $name: done ($dir)"; return 0; fi
   local limit=(); local left; left=$(time_left)
   if (( BUDGET > 0 )); then
-    (( left > 30 )) || { echo "== $name: not started, the time budget is spent"; return 0; }
+    (( left > 30 )) || { echo "== $name: not started, the time budget is spent"; touch "$OUT/paused"; return 0; }
     limit=(timeout --signal=INT "$left")
   fi
   mkdir -p "$(dirname "$dir")"
@@ -133,7 +133,9 @@ run() {  # run NAME DIR SCRIPT FLAGS...
   "${limit[@]}" $PYTHON "$@" --data "$DATA" --out "$dir" --resume $EXTRA > "$dir.log" 2>&1
   local status=$?
   tail -n 1 "$dir.log"
-  if (( status == 124 || status == 130 )) && (( BUDGET > 0 )); then echo "== $name: paused at the time budget"; return 0; fi
+  if (( status == 124 || status == 130 )) && (( BUDGET > 0 )); then
+    echo "== $name: paused at the time budget"; touch "$OUT/paused"; return 0
+  fi
   (( status == 0 )) || { echo "== $name FAILED (exit $status), see $dir.log" >&2; return 1; }
 }
 
@@ -162,6 +164,7 @@ for v in DATA SEEDS ROWS OUT EXTRA WEIGHTS BUDGET; do  # the variables the calle
   [[ -n ${!v+x} && $(env | grep -c "^$v=") -gt 0 ]] && COMMAND="$v=\"${!v}\" $COMMAND"
 done
 mkdir -p "$OUT"
+rm -f "$OUT/paused"  # written by a run stopped (or not started) at the time budget
 { echo "preset $PRESET"; echo "command $COMMAND"; echo "out $OUT"; echo "data $DATA"; echo "flags $FLAGS $EXTRA"
   echo "seeds $SEEDS"
   for note in "${NOTES[@]}"; do echo "note $note"; done
@@ -194,12 +197,17 @@ if [[ " $ROWS " == *" distill "* ]]; then
 fi
 wait_all
 
-$PYTHON summarize.py "$OUT" || FAILED+=(summarize)
-if (( BUDGET > 0 )) && (( $(time_left) <= 30 )); then
-  echo "run_all.sh $PRESET: time budget of ${BUDGET}s used; run it again to carry on"
+if [[ -f $OUT/paused ]] && ! ls "$OUT"/*/s*/result.json 2>/dev/null | grep -qv /teacher/; then
+  echo "run_all.sh $PRESET: no row has finished yet, so no table yet"
+else
+  $PYTHON summarize.py "$OUT" || FAILED+=(summarize)
 fi
 if (( ${#FAILED[@]} )); then
   echo "run_all.sh $PRESET: failed: ${FAILED[*]}" >&2
   exit 1
+fi
+if [[ -f $OUT/paused ]]; then
+  echo "run_all.sh $PRESET: time budget of ${BUDGET}s used; run it again to carry on"
+  exit 0
 fi
 echo "run_all.sh $PRESET: done in $((SECONDS - START))s; table in $OUT/ablation-$PRESET.md"
