@@ -54,6 +54,8 @@ def conventional_loader(run, workers):
         augment = [T.RandomCrop(d.image_size, padding=4), T.RandomHorizontalFlip()]
     else:
         augment = [T.RandomResizedCrop(d.image_size), T.RandomHorizontalFlip()]
+    if args.dataset == 'folder' and d.image_size <= data.PAD_CROP_MAX:  # as the loop's load does (a no-op on CIFAR)
+        augment.insert(0, T.Resize((d.image_size, d.image_size)))
     transform = T.Compose(augment + [T.ToTensor(), T.Normalize(mean, std)])
     if args.dataset == 'folder':
         dataset = torchvision.datasets.ImageFolder(data.find_folder_splits(args.data)[0], transform=transform)

@@ -1,7 +1,9 @@
 """The loop end to end on tiny data: outputs, resume, the hook contract, evaluate.py."""
 import json
+import signal
 import subprocess
 import sys
+import time
 import types
 
 import pytest
@@ -63,7 +65,7 @@ def test_resume_ends_where_the_uninterrupted_run_does(run_args, tmp_path, monkey
         return real_train_epoch(*a, **k)
 
     monkeypatch.setattr(common, 'train_epoch', killed_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SystemExit, match='interrupted: .* holds 1 of 3 epochs'):
         common.main(baseline, run_args(*flags, out='killed'))
     monkeypatch.setattr(common, 'train_epoch', real_train_epoch)
     assert torch.load(tmp_path / 'killed' / 'last.pt', weights_only=True)['epoch'] == 1
@@ -77,6 +79,22 @@ def test_resume_ends_where_the_uninterrupted_run_does(run_args, tmp_path, monkey
     assert all(torch.equal(a[k], b[k]) for k in a)
     rows = (tmp_path / 'killed' / 'log.jsonl').read_text().splitlines()
     assert [json.loads(r)['epoch'] for r in rows] == [1, 2, 3]
+
+
+def test_ctrl_c_ends_with_one_line_saying_what_last_pt_holds(run_args, tmp_path):
+    proc = subprocess.Popen([sys.executable, 'baseline.py', *run_args('--epochs', '1000')], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / 'run' / 'log.jsonl'
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and log.read_text().count('\n') >= 2):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and 'Traceback' not in err
+    saved = torch.load(tmp_path / 'run' / 'last.pt', weights_only=False)['epoch']
+    assert err.strip().splitlines()[-1] == (f"error: interrupted: {tmp_path / 'run'}/last.pt holds {saved} of 1000 "
+                                            "epochs; the same command with --resume carries on from there")
+    assert saved == len(log.read_text().splitlines()) >= 2
 
 
 def test_a_finished_run_is_neither_overwritten_nor_redone(run_args, tmp_path, capsys):
@@ -233,3 +251,10 @@ def test_baseline_script_on_a_subset_of_real_cifar10(cifar_copy, tmp_path):
 def test_one_epoch_on_the_gpu_with_amp(run_args):
     result = common.main(baseline, run_args('--device', 'cuda', '--amp', '--compile'))
     assert result['device'].startswith('cuda')
+
+
+def test_bench_measures_all_three_loops_and_their_ratios(run_args, capsys):
+    import bench
+    result = bench.main(['--rounds', '1', '--steps', '2', '--workers', '0'] + run_args('--batch-size', '4'))
+    assert {'a', 'b', 'c', 'a/b', 'a/c'} <= set(result) and all(result[k] > 0 for k in 'abc')
+    assert 'a/b = ' in capsys.readouterr().out
