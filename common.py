@@ -82,7 +82,7 @@ def sgd(param_groups, args):
 def at_least(minimum, kind=int):
     def parse(text):
         value = kind(text)
-        if value < minimum:
+        if not math.isfinite(value) or value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
         return value
     return parse
@@ -188,7 +188,8 @@ def import_tricks(script, argv):
         if not any(hasattr(module, h) for h in HOOKS):
             choices = sorted(p.stem for p in HERE.glob('*.py') if p.stem != 'common' and
                              any(f'def {h}(' in p.read_text() for h in HOOKS))
-            fail(f"--with {name}: there is no trick script {name}.py here (choose from {', '.join(choices)})")
+            what = 'defines no trick (no hook)' if module else 'is not a script here'
+            fail(f"--with {name}: {name}.py {what}; choose from {', '.join(choices)}")
         if name in map(trick_name, tricks):
             fail(f"--with {name}: {name} is already on")
         tricks.append(module)
@@ -201,7 +202,7 @@ def parse_args(script, argv=None):
     parser = Parser(prog=f'{script_name}.py', description=script.__doc__,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser)
-    flag_owner, default_owner, own_flags = {}, {}, {}
+    flag_owner, default_owner, own_flags, clashes = {}, {}, {}, []
     for trick in tricks:
         if not hasattr(trick, 'add_args'):
             continue
@@ -220,21 +221,40 @@ def parse_args(script, argv=None):
             if dest in own_flags[name] or before.get(dest, object()) == value:
                 continue
             if dest in default_owner and default_owner[dest][1] != value:
-                other, old = default_owner[dest]
-                fail(f"{other}.py and {name}.py both change {dest} ({describe(old)} vs {describe(value)}): "
-                     "they cannot be combined")
+                clashes.append((dest, f"{default_owner[dest][0]}.py and {name}.py both change {dest} "
+                                      f"({describe(default_owner[dest][1])} vs {describe(value)})"))
             default_owner[dest] = (name, value)
             own_flags[name].append(dest)
+    given = given_flags(parser, argv)
+    for dest, clash in clashes:
+        if dest not in given:  # a value on the command line settles it
+            flag = next((s for a in parser._actions if a.dest == dest for s in a.option_strings), None)
+            fail(f"{clash}: " + (f"pass {flag} to choose" if flag else "they cannot be combined"))
     args = parser.parse_args(argv)
     args.script = script_name
     settings = {trick_name(t): {d: getattr(args, d) for d in own_flags.get(trick_name(t), [])} for t in tricks}
     return args, tricks, settings
 
 
+def given_flags(parser, argv):
+    """The dests that argv sets (argparse fills in a default only where the namespace lacks one)."""
+    unset = object()
+    probe = argparse.Namespace(**{a.dest: unset for a in parser._actions})
+    parsed, _ = parser.parse_known_args(argv, probe)
+    return {a.dest for a in parser._actions if getattr(parsed, a.dest) is not unset}
+
+
+def plural(n, word):
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def describe(value):
     """A value as result.json and error messages show it (functions by name)."""
     if callable(value):
-        return f"{value.__module__}.{value.__qualname__}"
+        module = value.__module__
+        if module == '__main__':  # a function of the script that was run: named by its file
+            module = Path(getattr(sys.modules['__main__'], '__file__', '__main__')).stem
+        return f"{module}.{value.__qualname__}"
     if isinstance(value, (list, tuple)):
         return [describe(v) for v in value]
     if isinstance(value, dict):
@@ -244,16 +264,30 @@ def describe(value):
 
 # ---------------------------------------------------------------- set-up
 
+def parse_device(name):
+    """--device as a torch.device (auto: cuda, then mps, else cpu); one clear line when it is not here."""
+    if name == 'auto':
+        name = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        fail(f"--device {name}: not a device; use auto, cpu, cuda, cuda:N or mps")
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        fail(f"--device {name}: no CUDA GPU is visible; use --device cpu")
+    if device.type == 'cuda' and (device.index or 0) >= torch.cuda.device_count():
+        fail(f"--device {name}: there are {torch.cuda.device_count()} GPUs (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    if device.type == 'mps' and not torch.backends.mps.is_available():
+        fail(f"--device {name}: Apple's MPS is not available here; use --device cpu")
+    if device.type not in ('cpu', 'cuda', 'mps'):
+        fail(f"--device {name}: this project runs on cpu, cuda or mps")
+    return device
+
+
 def pick_device(args):
     """(rank, world size, device); under torchrun one process per GPU, or gloo on CPU."""
     world = int(os.environ.get('WORLD_SIZE', 1))
     rank, local_rank = int(os.environ.get('RANK', 0)), int(os.environ.get('LOCAL_RANK', 0))
-    name = args.device
-    if name == 'auto':
-        name = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
-    if name.startswith('cuda') and not torch.cuda.is_available():
-        fail(f"--device {name}: no CUDA GPU is visible; use --device cpu")
-    device = torch.device(name)
+    device = parse_device(args.device)
     if device.type == 'cuda' and world > 1:
         device = torch.device('cuda', local_rank)
     if device.type == 'cuda':
@@ -307,7 +341,12 @@ def run_dir(args):
     return Path(args.out or f"runs/{name}-{args.arch}-{args.dataset}-s{args.seed}")
 
 
-def check_run_dir(out, args, rank):
+# flags that change how a run is carried out, not what it computes: a finished run with other values is the same run
+HOW_NOT_WHAT = {'data', 'device', 'threads', 'compile', 'out', 'resume', 'force', 'cache_dir', 'stream', 'tensorboard',
+                'summary', 'with_'}
+
+
+def check_run_dir(out, args, settings, rank):
     """'done', 'resume' or 'fresh'; refuses to overwrite a run without --resume or --force."""
     finished, unfinished = (out / 'result.json').exists(), (out / 'last.pt').exists()
     if args.force:
@@ -317,6 +356,13 @@ def check_run_dir(out, args, rank):
         return 'fresh'
     if finished:
         if args.resume:
+            made = json.loads((out / 'result.json').read_text())
+            now = {**describe(vars(args)), 'tricks': describe(settings)}
+            made = {**made['args'], 'tricks': made['tricks']}
+            differ = sorted(k for k in now if k not in HOW_NOT_WHAT and made.get(k) != now[k])
+            if differ:
+                what = ', '.join(f"{k}: {made.get(k)} there, {now[k]} here" for k in differ[:3])
+                fail(f"{out} holds a finished run of another command ({what}): --force redoes it, or pick another --out")
             return 'done'
         fail(f"{out} already holds a finished run: --resume skips it, --force overwrites it, or pick another --out")
     if unfinished and not args.resume:
@@ -648,7 +694,7 @@ def main(script, argv=None):
     started = time.time()
     run = prepare(script, argv)
     args, log, out = run.args, run.log, run.out
-    state = check_run_dir(out, args, run.rank)
+    state = check_run_dir(out, args, run.settings, run.rank)
     if state == 'done':
         result = json.loads((out / 'result.json').read_text())
         log(f"{out} is finished already (--resume)")
@@ -668,7 +714,7 @@ def main(script, argv=None):
     if args.summary and run.rank == 0:
         print_summary(run)
     tricks = ', '.join(f"{n} {describe(s)}" for n, s in run.settings.items()) or 'none (baseline)'
-    log(f"{args.script}: {args.arch} on {args.dataset}, {args.epochs} epochs of {run.steps_per_epoch} steps, "
+    log(f"{args.script}: {args.arch} on {args.dataset}, {plural(args.epochs, 'epoch')} of {plural(run.steps_per_epoch, 'step')}, "
         f"batch {args.batch_size}, tricks: {tricks}, device {device_name(run.device, run.world)}"
         f"{', amp ' + str(run.amp_dtype).split('.')[-1] if run.amp_dtype else ''}, out {out}")
 
@@ -715,6 +761,8 @@ def main(script, argv=None):
             log(f"epoch {epoch + 1}/{args.epochs}  lr {row['lr']:.4g}  train_loss {train_loss:.4f}  "
                 f"test_loss {row['test_loss']:.4f}  {accs}  {row['images_per_sec']:.0f} img/s  "
                 f"{row['epoch_seconds']:.1f}s  ETA {fmt_time(eta)}")
+    except data.DataError as e:  # an unreadable image met while streaming
+        fail(str(e))
     except KeyboardInterrupt:  # Ctrl-C, or run_all.sh's time budget
         fail(f"interrupted: {out}/last.pt holds {saved} of {args.epochs} epochs; the same command with --resume "
              "carries on from there")

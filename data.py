@@ -225,8 +225,11 @@ class Streamed:
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_sampler=[idx.tolist() for idx in batch_index], num_workers=self.workers,
             pin_memory=self.device.type == 'cuda', persistent_workers=False)
-        for images, labels in loader:
-            yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+        try:
+            for images, labels in loader:
+                yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+        except DataError as e:  # re-raised from a worker with the worker's traceback: keep its one line
+            raise DataError(str(e).strip().splitlines()[-1].removeprefix(f'{__name__}.DataError: ')) from None
 
 
 def fixed_split(n, fraction, subset, test=False):

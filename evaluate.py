@@ -77,7 +77,7 @@ def main(argv=None):
     parser.add_argument('--device', default='auto')
     parser.add_argument('--cache-dir', default=data.DEFAULT_CACHE)
     args = parser.parse_args(argv)
-    device = torch.device(args.device if args.device != 'auto' else 'cuda' if torch.cuda.is_available() else 'cpu')
+    device = common.parse_device(args.device)
     model, saved = load_model(args.model, device, args.ema)
 
     if args.predict:

@@ -7,6 +7,8 @@ import sys
 import time
 
 import pytest
+import torch
+import torchvision
 
 import evaluate
 import summarize
@@ -47,6 +49,21 @@ def test_smoke_preset_runs_every_row_and_writes_the_table(smoke_data):
     output, _ = again.communicate(timeout=300)
     assert again.returncode == 0 and output.count(': done (') == len(rows) + 1
     assert stamps == {p: p.stat().st_mtime_ns for p in out.glob('*/s0/result.json')}
+
+
+def test_intel_preset_runs_every_row_offline(tmp_path):
+    data = make_folder(tmp_path / 'intel', classes=3, per_class=4, test_per_class=2, sizes=((90, 80), (96, 96)))
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / 'r18.pth')
+    env = dict(os.environ, DATA=str(data), OUT=str(tmp_path / 'runs'), SEEDS='1', WEIGHTS=str(tmp_path / 'r18.pth'),
+               EXTRA=f"--device cpu --cache-dir {tmp_path / 'cache'} --arch resnet18 --epochs 1 --batch-size 6 "
+                     "--image-size 72")
+    proc = subprocess.run(['bash', 'run_all.sh', 'intel'], cwd=REPO, env=env, text=True, capture_output=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = 'scratch pretrained +adam +warmup +cosine +ls +mixup fixres'.split()
+    assert sorted(p.parent.parent.name for p in (tmp_path / 'runs').glob('*/s0/result.json')) == sorted(rows)
+    adam = json.loads((tmp_path / 'runs' / '+adam' / 's0' / 'result.json').read_text())
+    assert adam['args']['lr'] == 1e-4 and adam['args']['weight_decay'] == 1e-4 and adam['args']['adam']
 
 
 def test_a_killed_run_all_finishes_without_redoing_finished_rows(smoke_data):

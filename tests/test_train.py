@@ -11,6 +11,7 @@ import torch
 
 import baseline
 import common
+import cosine
 import evaluate
 import models
 from conftest import REPO
@@ -105,6 +106,11 @@ def test_a_finished_run_is_neither_overwritten_nor_redone(run_args, tmp_path, ca
     again = common.main(baseline, run_args('--resume'))
     assert 'finished already' in capsys.readouterr().out
     assert again['final_test_acc'] == json.loads((tmp_path / 'run' / 'result.json').read_text())['final_test_acc']
+    # --resume takes a finished run only where it was made by the same command
+    with pytest.raises(SystemExit, match=r'finished run of another command \(lr: 0\.1 there, 0\.05 here\): --force'):
+        common.main(baseline, run_args('--resume', '--lr', '0.05'))
+    with pytest.raises(SystemExit, match=r'another command \(.*script: baseline there, cosine here'):
+        common.main(cosine, run_args('--resume'))
     common.main(baseline, run_args('--force'))
 
 
@@ -145,6 +151,15 @@ def test_two_tricks_that_set_one_default_differently_stop_naming_both(run_args, 
         common.main(baseline, run_args('--with', 'lossa', 'lossb'))
 
 
+def test_two_tricks_with_different_flag_defaults_need_the_flag_on_the_command_line(run_args, tricks_here, tmp_path):
+    trick('lra', tmp_path, "def add_args(p):\n    p.set_defaults(lr=0.01)\n")
+    trick('lrb', tmp_path, "def add_args(p):\n    p.set_defaults(lr=0.001)\n")
+    with pytest.raises(SystemExit, match=r'lra\.py and lrb\.py both change lr \(0\.01 vs 0\.001\): pass --lr to choose'):
+        common.main(baseline, run_args('--with', 'lra', 'lrb'))
+    result = common.main(baseline, run_args('--with', 'lra', 'lrb', '--lr=0.02'))
+    assert result['args']['lr'] == 0.02
+
+
 def test_two_tricks_with_one_flag_or_one_model_switch_stop(run_args, tricks_here, tmp_path):
     for name in ('flaga', 'flagb'):
         trick(name, tmp_path, "def add_args(p):\n    p.add_argument('--alpha', type=float, default=1.0)\n")
@@ -157,7 +172,9 @@ def test_two_tricks_with_one_flag_or_one_model_switch_stop(run_args, tricks_here
 
 
 def test_unknown_trick_is_an_error(run_args):
-    with pytest.raises(SystemExit, match='no trick script nosuch.py'):
+    with pytest.raises(SystemExit, match=r'baseline\.py defines no trick \(no hook\); choose from .*cosine'):
+        common.main(baseline, run_args('--with', 'baseline'))
+    with pytest.raises(SystemExit, match=r'nosuch\.py is not a script here'):
         common.main(baseline, run_args('--with', 'nosuch'))
 
 
@@ -169,6 +186,8 @@ def test_unknown_trick_is_an_error(run_args):
     (('--lr', 'nan'), 'must be a positive number'),
     (('--val-split', '1.5'), r'must be in \[0, 1\)'),
     (('--batch-size', '0'), 'must be >= 1'),
+    (('--lighting', 'nan'), 'must be >= 0'),
+    (('--lighting', 'inf'), 'must be >= 0'),
     (('--milestones', '2'), r'must be in \(0, 1\)'),
     (('--arch', 'resnet21'), 'invalid choice'),
 ])
@@ -191,11 +210,21 @@ def test_missing_or_empty_data_dirs(tmp_path, run_args):
         common.main(baseline, argv)
 
 
-def test_unreadable_image_is_named(folder, run_args):
+@pytest.mark.parametrize('stream', [[], ['--stream']])
+def test_unreadable_image_is_named(folder, run_args, stream):
     bad = folder / 'train' / 'class1' / 'broken.jpg'
     bad.write_bytes(b'not a jpeg at all')
-    with pytest.raises(SystemExit, match=r'cannot decode image .*broken\.jpg'):
-        common.main(baseline, run_args())
+    with pytest.raises(SystemExit, match=r'^error: cannot decode image .*broken\.jpg[^\n]*$'):
+        common.main(baseline, run_args(*stream))
+
+
+@pytest.mark.parametrize('device, message', [('gpu', 'not a device'), ('mps', 'MPS is not available'),
+                                             ('cuda:7', 'GPU|no CUDA GPU is visible')])
+def test_a_device_that_is_not_here_is_one_clear_line(run_args, device, message):
+    if device == 'mps' and torch.backends.mps.is_available():
+        pytest.skip('this machine has MPS')
+    with pytest.raises(SystemExit, match=message):
+        common.main(baseline, run_args('--device', device))
 
 
 def test_cifar_offline_says_where_to_put_the_files(tmp_path, monkeypatch):
