@@ -118,3 +118,29 @@ def test_large_images_get_random_resized_crop_and_a_load_size_above_the_training
     assert data.load_size(32) == 32 and data.load_size(64) == 64 and data.load_size(224) == 256
     out = data.train_view(torch.randint(0, 256, (4, 3, 110, 110), dtype=torch.uint8), 96, gen())
     assert out.shape == (4, 3, 96, 96) and 0 <= out.min() and out.max() <= 1
+
+
+def test_cifar10_in_torchvisions_format_trains_from_local_files(tmp_path, monkeypatch):
+    """The default data path (torchvision's CIFAR-10), offline: files laid out as its download leaves them."""
+    import pickle
+
+    import numpy as np
+    import torchvision
+    folder = tmp_path / 'data' / 'cifar-10-batches-py'
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = [f'data_batch_{i}' for i in range(1, 6)] + ['test_batch']
+    for name in names:
+        batch = {'data': rng.integers(0, 256, (4, 3 * 32 * 32), dtype=np.uint8), 'labels': [0, 1, 2, 3]}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    (folder / 'batches.meta').write_bytes(pickle.dumps({'label_names': [f'c{i}' for i in range(10)]}))
+    # the real files' checksums cannot match these: skip that check, not the download code
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, '_check_integrity', lambda self: True)
+    monkeypatch.setattr(torchvision.datasets.cifar, 'check_integrity', lambda *a, **k: True)
+    result = common.main(baseline, ['--data', str(tmp_path / 'data'), '--device', 'cpu', '--epochs', '1',
+                                    '--batch-size', '8', '--out', str(tmp_path / 'run')])
+    assert result['args']['dataset'] == 'cifar10' and result['args']['num_classes'] == 10
+    train_images, train_labels, test_images, _, classes = data.load_cifar('cifar10', str(tmp_path / 'data'))
+    assert train_images.shape == (20, 3, 32, 32) and train_images.dtype == torch.uint8 and len(test_images) == 4
+    first = pickle.loads((folder / 'data_batch_1').read_bytes())['data'][0].reshape(3, 32, 32)
+    assert torch.equal(train_images[0], torch.from_numpy(first)) and classes[3] == 'c3'
