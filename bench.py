@@ -68,8 +68,8 @@ def conventional_loader(run, workers):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog='Every flag of the training scripts works too (--arch, --amp, --with ...).')
+    parser = common.Parser(prog='bench.py', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog='Every flag of the training scripts works too (--arch, --amp, --with ...).')
     parser.add_argument('--steps', type=common.at_least(1), default=8, help='timed steps per round (default: %(default)s)')
     parser.add_argument('--rounds', type=common.at_least(1), default=10, help='interleaved rounds (default: %(default)s)')
     parser.add_argument('--workers', type=common.at_least(0), default=2, help='DataLoader workers for (c) (default: %(default)s)')

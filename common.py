@@ -85,6 +85,7 @@ def at_least(minimum, kind=int):
         if not math.isfinite(value) or value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
         return value
+    parse.__name__ = kind.__name__  # argparse names it in "invalid int value: 'x'"
     return parse
 
 
@@ -419,6 +420,8 @@ def prepare(script, argv=None):
                      "Intel's seg_train/seg_train/<class>/) beside test/ or val/")
             args.image_size = args.image_size or data.guess_image_size(args.data)
         else:
+            if args.image_size not in (None, 32):
+                fail(f"--image-size {args.image_size}: {args.dataset} images are 32 px; the flag is for folder data")
             args.image_size = 32
     except data.DataError as e:
         fail(str(e))

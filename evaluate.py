@@ -66,7 +66,8 @@ def predict(model, saved, image_dir, batch_size, device):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = common.Parser(prog='evaluate.py', description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('model', help="a run's model.pt")
     parser.add_argument('--data', default='data', help='data set to test on, as for training (default: %(default)s)')
     parser.add_argument('--dataset', choices=('cifar10', 'cifar100', 'folder'), help='default: as the model was trained')

@@ -190,6 +190,7 @@ def test_unknown_trick_is_an_error(run_args):
     (('--lighting', 'inf'), 'must be >= 0'),
     (('--milestones', '2'), r'must be in \(0, 1\)'),
     (('--arch', 'resnet21'), 'invalid choice'),
+    (('--epochs', '1.5'), "invalid int value: '1.5'"),
 ])
 def test_nonsense_flags_stop_with_a_clear_line(run_args, flags, message, capsys):
     with pytest.raises(SystemExit) as e:
@@ -208,6 +209,11 @@ def test_missing_or_empty_data_dirs(tmp_path, run_args):
     argv[1] = str(tmp_path / 'empty')
     with pytest.raises(SystemExit, match=r"class folder .*empty/train/a has no images"):
         common.main(baseline, argv)
+
+
+def test_image_size_on_cifar_is_refused(tmp_path):
+    with pytest.raises(SystemExit, match='--image-size 64: cifar10 images are 32 px'):
+        common.main(baseline, ['--dataset', 'cifar10', '--image-size', '64', '--data', str(tmp_path), '--device', 'cpu'])
 
 
 @pytest.mark.parametrize('stream', [[], ['--stream']])
