@@ -34,8 +34,9 @@ defines at most these five plain functions, each optional:
 Hooks compose in the order the tricks are named (the script first, then --with's): every
 trick's flags are added, model hooks and param_groups hooks are chained, lr factors are
 multiplied, batch hooks are chained. Two tricks are incompatible when they define the same
-flag, set the same default to different values, or set the same constructor switch of the
-model to different values: the run stops with an error naming both.
+flag, set the same default to different values (unless that flag is given on the command
+line, which settles it), or set the same constructor switch of the model to different values:
+the run stops with an error naming both.
 """
 import argparse
 import importlib
@@ -83,7 +84,8 @@ def at_least(minimum, kind=int):
     def parse(text):
         value = kind(text)
         if not math.isfinite(value) or value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
+            what = 'a finite number ' if kind is float else ''
+            raise argparse.ArgumentTypeError(f"must be {what}>= {minimum}, got {text}")
         return value
     parse.__name__ = kind.__name__  # argparse names it in "invalid int value: 'x'"
     return parse
@@ -222,13 +224,12 @@ def parse_args(script, argv=None):
             if dest in own_flags[name] or before.get(dest, object()) == value:
                 continue
             if dest in default_owner and default_owner[dest][1] != value:
-                clashes.append((dest, f"{default_owner[dest][0]}.py and {name}.py both change {dest} "
-                                      f"({describe(default_owner[dest][1])} vs {describe(value)})"))
+                clashes.append((dest, (default_owner[dest][1], value), f"{default_owner[dest][0]}.py and {name}.py "
+                                f"both change {dest} ({describe(default_owner[dest][1])} vs {describe(value)})"))
             default_owner[dest] = (name, value)
             own_flags[name].append(dest)
-    given = given_flags(parser, argv)
-    for dest, clash in clashes:
-        if dest not in given:  # a value on the command line settles it
+    for dest, values, clash in clashes:
+        if not set_by_command_line(parser, argv, dest, values):
             flag = next((s for a in parser._actions if a.dest == dest for s in a.option_strings), None)
             fail(f"{clash}: " + (f"pass {flag} to choose" if flag else "they cannot be combined"))
     args = parser.parse_args(argv)
@@ -237,12 +238,10 @@ def parse_args(script, argv=None):
     return args, tricks, settings
 
 
-def given_flags(parser, argv):
-    """The dests that argv sets (argparse fills in a default only where the namespace lacks one)."""
-    unset = object()
-    probe = argparse.Namespace(**{a.dest: unset for a in parser._actions})
-    parsed, _ = parser.parse_known_args(argv, probe)
-    return {a.dest for a in parser._actions if getattr(parsed, a.dest) is not unset}
+def set_by_command_line(parser, argv, dest, defaults):
+    """Whether argv gives `dest` its value: parsed with each of two different defaults, the value is the same."""
+    a, b = (getattr(parser.parse_known_args(argv, argparse.Namespace(**{dest: d}))[0], dest) for d in defaults)
+    return a == b
 
 
 def plural(n, word):
@@ -276,7 +275,8 @@ def parse_device(name):
     if device.type == 'cuda' and not torch.cuda.is_available():
         fail(f"--device {name}: no CUDA GPU is visible; use --device cpu")
     if device.type == 'cuda' and (device.index or 0) >= torch.cuda.device_count():
-        fail(f"--device {name}: there are {torch.cuda.device_count()} GPUs (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+        fail(f"--device {name}: this machine has {plural(torch.cuda.device_count(), 'GPU')}, "
+             f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     if device.type == 'mps' and not torch.backends.mps.is_available():
         fail(f"--device {name}: Apple's MPS is not available here; use --device cpu")
     if device.type not in ('cpu', 'cuda', 'mps'):
@@ -344,7 +344,16 @@ def run_dir(args):
 
 # flags that change how a run is carried out, not what it computes: a finished run with other values is the same run
 HOW_NOT_WHAT = {'data', 'device', 'threads', 'compile', 'out', 'resume', 'force', 'cache_dir', 'stream', 'tensorboard',
-                'summary', 'with_'}
+                'summary', 'with_', 'channels_last'}
+
+
+def other_command(made_args, made_tricks, args, settings):
+    """How a saved run's flags differ from this run's (HOW_NOT_WHAT aside), in words; '' if they do not."""
+    made = {**made_args, 'tricks': made_tricks}
+    now = {**describe(vars(args)), 'tricks': describe(settings)}
+    differ = sorted(k for k in now if k not in HOW_NOT_WHAT and k in made and made[k] != now[k])
+    differ = [k for k in differ if k != 'tricks'] or differ  # a trick's flags say it already
+    return ', '.join(f"{k}: {made[k]} there, {now[k]} here" for k in differ[:3])
 
 
 def check_run_dir(out, args, settings, rank):
@@ -357,13 +366,12 @@ def check_run_dir(out, args, settings, rank):
         return 'fresh'
     if finished:
         if args.resume:
-            made = json.loads((out / 'result.json').read_text())
-            now = {**describe(vars(args)), 'tricks': describe(settings)}
-            made = {**made['args'], 'tricks': made['tricks']}
-            differ = sorted(k for k in now if k not in HOW_NOT_WHAT and made.get(k) != now[k])
-            if differ:
-                what = ', '.join(f"{k}: {made.get(k)} there, {now[k]} here" for k in differ[:3])
-                fail(f"{out} holds a finished run of another command ({what}): --force redoes it, or pick another --out")
+            text = (out / 'result.json').read_text()
+            # functions of a script run as __main__ were recorded under that name before they had their file's
+            made = json.loads(text.replace('"__main__.', f'"{json.loads(text)["script"]}.'))
+            what = other_command(made['args'], made['tricks'], args, settings)
+            if what:
+                fail(f"{out} holds a finished run of another command ({what}): --force redoes it, or another --out")
             return 'done'
         fail(f"{out} already holds a finished run: --resume skips it, --force overwrites it, or pick another --out")
     if unfinished and not args.resume:
@@ -598,7 +606,8 @@ def checkpoint(run, epoch, best_val, wall_seconds):
     return {'epoch': epoch, 'wall_seconds': wall_seconds, 'model': run.net.state_dict(), 'optimizer': run.optimizer.state_dict(),
             'scheduler': {'step': run.step}, 'scaler': run.scaler.state_dict(), 'rng': rng_state(run),
             'best_val_acc': best_val, 'arch': run.args.arch, 'options': describe(run.net.options),
-            'tricks': sorted(run.settings)}
+            'tricks': sorted(run.settings), 'args': describe(vars(run.args)),
+            'settings': describe(run.settings)}
 
 
 def resume(run, path):
@@ -612,6 +621,9 @@ def resume(run, path):
     if made != now:
         fail(f"{path} was made by another run (arch, options, tricks {made}, this run {now}): "
              "--force starts over, or pick another --out")
+    what = 'args' in state and other_command(state['args'], state['settings'], run.args, run.settings)
+    if what:
+        fail(f"{path} was made by another command ({what}): --force starts over, or pick another --out")
     try:
         run.net.load_state_dict(state['model'])
         run.optimizer.load_state_dict(state['optimizer'])
@@ -703,7 +715,10 @@ def main(script, argv=None):
         log(f"{out} is finished already (--resume)")
         log(f"final test accuracy: {result['final_test_acc']:.2f}%")
         return result
-    setup(run)
+    try:
+        setup(run)
+    except KeyboardInterrupt:
+        fail("interrupted before the first epoch (while loading the data or building the net): nothing saved")
     if run.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     if run.world > 1:
@@ -717,7 +732,8 @@ def main(script, argv=None):
     if args.summary and run.rank == 0:
         print_summary(run)
     tricks = ', '.join(f"{n} {describe(s)}" for n, s in run.settings.items()) or 'none (baseline)'
-    log(f"{args.script}: {args.arch} on {args.dataset}, {plural(args.epochs, 'epoch')} of {plural(run.steps_per_epoch, 'step')}, "
+    log(f"{args.script}: {args.arch} on {args.dataset}, {plural(args.epochs, 'epoch')} of "
+        f"{plural(run.steps_per_epoch, 'step')}, "
         f"batch {args.batch_size}, tricks: {tricks}, device {device_name(run.device, run.world)}"
         f"{', amp ' + str(run.amp_dtype).split('.')[-1] if run.amp_dtype else ''}, out {out}")
 

@@ -107,7 +107,7 @@ row_command() {
     +ls)             echo "pretrained.py $WEIGHTS_FLAG --with adamw warmup cosine labelsmooth --adam --lr 1e-4 --weight-decay 1e-4" ;;
     +mixup)          echo "pretrained.py $WEIGHTS_FLAG --with adamw warmup cosine labelsmooth mixup --adam --lr 1e-4 --weight-decay 1e-4" ;;
     fixres)          echo "pretrained.py $WEIGHTS_FLAG --with fixres" ;;
-    *) echo "run_all.sh: unknown row '$1'" >&2; return 1 ;;
+    *) echo "run_all.sh: unknown row '$1' (rows: $(echo $CIFAR_ROWS $INTEL_ROWS))" >&2; return 1 ;;
   esac
 }
 
@@ -121,7 +121,11 @@ time_left() { (( BUDGET > 0 )) && echo $(( BUDGET - (SECONDS - START) )) || echo
 # One run: skipped when finished, resumed when started; stopped (to resume later) at the budget.
 run() {  # run NAME DIR SCRIPT FLAGS...
   local name=$1 dir=$2; shift 2
-  if [[ -f $dir/result.json ]]; then echo "== $name: done ($dir)"; return 0; fi
+  local command="$PYTHON $* --data $DATA --out $dir --resume $EXTRA"
+  # finished by this very command: done; by another: the script decides (same run, or an error naming the flags)
+  if [[ -f $dir/result.json && -f $dir.command && $(<"$dir.command") == "$command" ]]; then
+    echo "== $name: done ($dir)"; return 0
+  fi
   local limit=(); local left; left=$(time_left)
   if (( BUDGET > 0 )); then
     (( left > 30 )) || { echo "== $name: not started, the time budget is spent"; touch "$OUT/paused"; return 0; }
@@ -129,6 +133,7 @@ run() {  # run NAME DIR SCRIPT FLAGS...
   fi
   mkdir -p "$(dirname "$dir")"
   echo "== $name -> $dir"
+  echo "$command" > "$dir.command"
   # shellcheck disable=SC2086
   "${limit[@]}" $PYTHON "$@" --data "$DATA" --out "$dir" --resume $EXTRA > "$dir.log" 2>&1
   local status=$?
@@ -158,6 +163,8 @@ wait_all() {
   for pid in "${SLOT[@]}"; do wait "$pid" || FAILED+=("pid $pid"); done
   SLOT=()
 }
+
+for r in $ROWS; do row_command "$r" > /dev/null || exit 2; done  # a misspelt row stops here, not hours later
 
 COMMAND="bash run_all.sh $PRESET"
 for v in DATA SEEDS ROWS OUT EXTRA WEIGHTS BUDGET; do  # the variables the caller set, for the record

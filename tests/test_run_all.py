@@ -21,8 +21,8 @@ def smoke_data(tmp_path_factory):
     return make_folder(root / 'data', classes=3, per_class=8, test_per_class=4), root
 
 
-def run_all(root, data, out, rows=None, **popen):
-    env = dict(os.environ, DATA=str(data), OUT=str(out), EXTRA=f"--device cpu --cache-dir {root / 'cache'}")
+def run_all(root, data, out, rows=None, extra='', **popen):
+    env = dict(os.environ, DATA=str(data), OUT=str(out), EXTRA=f"--device cpu --cache-dir {root / 'cache'} {extra}")
     if rows:
         env['ROWS'] = rows
     return subprocess.Popen(['bash', 'run_all.sh', 'smoke'], cwd=REPO, env=env, text=True,
@@ -48,6 +48,14 @@ def test_smoke_preset_runs_every_row_and_writes_the_table(smoke_data):
     again = run_all(root, data, out)
     output, _ = again.communicate(timeout=300)
     assert again.returncode == 0 and output.count(': done (') == len(rows) + 1
+    assert stamps == {p: p.stat().st_mtime_ns for p in out.glob('*/s0/result.json')}
+    # other flags: a flag that changes only how it runs reuses the row, one that changes the result is refused
+    same = run_all(root, data, out, 'baseline', extra='--threads 2')
+    output, _ = same.communicate(timeout=300)
+    assert same.returncode == 0 and 'is finished already' in (out / 'baseline' / 's0.log').read_text(), output
+    other = run_all(root, data, out, 'baseline', extra='--lr 0.05')
+    output, _ = other.communicate(timeout=300)
+    assert other.returncode == 1 and 'finished run of another command (lr: 0.1 there, 0.05 here)' in output
     assert stamps == {p: p.stat().st_mtime_ns for p in out.glob('*/s0/result.json')}
 
 

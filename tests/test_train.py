@@ -72,6 +72,8 @@ def test_resume_ends_where_the_uninterrupted_run_does(run_args, tmp_path, monkey
     assert torch.load(tmp_path / 'killed' / 'last.pt', weights_only=True)['epoch'] == 1
     with pytest.raises(SystemExit, match='unfinished run'):
         common.main(baseline, run_args(*flags, out='killed'))
+    with pytest.raises(SystemExit, match=r'made by another command \(lr: 0\.1 there, 0\.05 here\)'):
+        common.main(baseline, run_args(*flags, '--resume', '--lr', '0.05', out='killed'))
     resumed = common.main(baseline, run_args(*flags, '--resume', out='killed'))
 
     assert resumed['final_test_acc'] == straight['final_test_acc']
@@ -186,8 +188,8 @@ def test_unknown_trick_is_an_error(run_args):
     (('--lr', 'nan'), 'must be a positive number'),
     (('--val-split', '1.5'), r'must be in \[0, 1\)'),
     (('--batch-size', '0'), 'must be >= 1'),
-    (('--lighting', 'nan'), 'must be >= 0'),
-    (('--lighting', 'inf'), 'must be >= 0'),
+    (('--lighting', 'nan'), 'must be a finite number >= 0'),
+    (('--lighting', 'inf'), 'must be a finite number >= 0'),
     (('--milestones', '2'), r'must be in \(0, 1\)'),
     (('--arch', 'resnet21'), 'invalid choice'),
     (('--epochs', '1.5'), "invalid int value: '1.5'"),
