@@ -32,6 +32,8 @@ import data
 def sync(device):
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
+    elif device.type == 'mps':
+        torch.mps.synchronize()
 
 
 def time_steps(device, steps, warmup, step):
@@ -51,11 +53,10 @@ def conventional_loader(run, workers):
     args, d = run.args, run.data
     mean, std = d.mean.flatten().tolist(), d.std.flatten().tolist()
     if d.image_size <= data.PAD_CROP_MAX:
-        augment = [T.RandomCrop(d.image_size, padding=4), T.RandomHorizontalFlip()]
+        resize = [T.Resize((d.image_size, d.image_size))] if args.dataset == 'folder' else []  # as the loop's load
+        augment = resize + [T.RandomCrop(d.image_size, padding=4), T.RandomHorizontalFlip()]
     else:
         augment = [T.RandomResizedCrop(d.image_size), T.RandomHorizontalFlip()]
-    if args.dataset == 'folder' and d.image_size <= data.PAD_CROP_MAX:  # as the loop's load does (a no-op on CIFAR)
-        augment.insert(0, T.Resize((d.image_size, d.image_size)))
     transform = T.Compose(augment + [T.ToTensor(), T.Normalize(mean, std)])
     if args.dataset == 'folder':
         dataset = torchvision.datasets.ImageFolder(data.find_folder_splits(args.data)[0], transform=transform)

@@ -121,9 +121,10 @@ time_left() { (( BUDGET > 0 )) && echo $(( BUDGET - (SECONDS - START) )) || echo
 # One run: skipped when finished, resumed when started; stopped (to resume later) at the budget.
 run() {  # run NAME DIR SCRIPT FLAGS...
   local name=$1 dir=$2; shift 2
-  local command="$PYTHON $* --data $DATA --out $dir --resume $EXTRA"
+  # shellcheck disable=SC2086
+  local command=($PYTHON "$@" --data "$DATA" --out "$dir" --resume $EXTRA)
   # finished by this very command: done; by another: the script decides (same run, or an error naming the flags)
-  if [[ -f $dir/result.json && -f $dir.command && $(<"$dir.command") == "$command" ]]; then
+  if [[ -f $dir/result.json && -f $dir.command && $(<"$dir.command") == "${command[*]}" ]]; then
     echo "== $name: done ($dir)"; return 0
   fi
   local limit=(); local left; left=$(time_left)
@@ -133,9 +134,8 @@ run() {  # run NAME DIR SCRIPT FLAGS...
   fi
   mkdir -p "$(dirname "$dir")"
   echo "== $name -> $dir"
-  echo "$command" > "$dir.command"
-  # shellcheck disable=SC2086
-  "${limit[@]}" $PYTHON "$@" --data "$DATA" --out "$dir" --resume $EXTRA > "$dir.log" 2>&1
+  echo "${command[*]}" > "$dir.command"
+  "${limit[@]}" "${command[@]}" > "$dir.log" 2>&1
   local status=$?
   tail -n 1 "$dir.log"
   if (( status == 124 || status == 130 )) && (( BUDGET > 0 )); then

@@ -9,10 +9,10 @@ figures, are what carries over between runs. Measured figures: docs/results.md.
 """
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import bench  # noqa: E402
 import common  # noqa: E402
 
 
@@ -26,13 +26,8 @@ def main(argv):
     rates = {name: [] for name in runs}
     for _ in range(rounds):
         for name, (run, batch) in runs.items():
-            for _ in range(2):  # warm-up
-                common.train_step(run, *batch)
-            t = time.perf_counter()
-            for _ in range(steps):
-                loss = common.train_step(run, *batch)
-            loss.item()  # wait for the device
-            rates[name].append(steps * len(batch[1]) / (time.perf_counter() - t))
+            seconds = bench.time_steps(run.device, steps, 2, lambda: common.train_step(run, *batch))
+            rates[name].append(steps * len(batch[1]) / seconds)
     base = statistics.median(rates['fp32 NCHW'])
     print(f"{common.device_name(runs['fp32 NCHW'][0].device, 1)}; {rounds} rounds x {steps} steps, medians")
     for name, r in rates.items():
