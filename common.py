@@ -39,12 +39,15 @@ line, which settles it), or set the same constructor switch of the model to diff
 the run stops with an error naming both.
 """
 import argparse
+import contextlib
 import importlib
 import json
 import math
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -649,6 +652,22 @@ def write_log(path, rows):
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def ctrl_c_held():
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block and raise it when the block ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            raise KeyboardInterrupt
+
+
 def fmt_time(seconds):
     seconds = int(seconds)
     return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
@@ -766,10 +785,11 @@ def main(script, argv=None):
             row['epoch_seconds'] = time.perf_counter() - t0
             rows.append(row)
             ckpt = checkpoint(run, epoch + 1, best_val, wall_before + time.time() - started)
-            if run.rank == 0:
-                write_log(out / 'log.jsonl', rows)
-                save_atomic(ckpt, out / 'last.pt')
-            saved = epoch + 1
+            with ctrl_c_held():  # log.jsonl, last.pt and the message below always agree
+                if run.rank == 0:
+                    write_log(out / 'log.jsonl', rows)
+                    save_atomic(ckpt, out / 'last.pt')
+                saved = epoch + 1
             if writer:
                 for key, value in row.items():
                     if key != 'epoch':
@@ -780,23 +800,24 @@ def main(script, argv=None):
             log(f"epoch {epoch + 1}/{args.epochs}  lr {row['lr']:.4g}  train_loss {train_loss:.4f}  "
                 f"test_loss {row['test_loss']:.4f}  {accs}  {row['images_per_sec']:.0f} img/s  "
                 f"{row['epoch_seconds']:.1f}s  ETA {fmt_time(eta)}")
+        result = {'script': args.script, 'tricks': describe(run.settings), 'args': describe(vars(args)),
+                  'final_test_acc': rows[-1]['test_acc'], 'final_test_top5': rows[-1].get('test_top5'),
+                  'best_val_acc': best_val, 'epochs': args.epochs, 'wall_seconds': wall_before + time.time() - started,
+                  'device': device_name(run.device, run.world), 'torch': torch.__version__,
+                  'finished': time.strftime('%Y-%m-%d %H:%M:%S')}
+        if writer:
+            writer.close()
+        with ctrl_c_held():  # model.pt and result.json are written whole or not at all
+            if run.rank == 0:
+                save_atomic(model_file(run), out / 'model.pt')
+                tmp = out / 'result.json.tmp'
+                tmp.write_text(json.dumps(result, indent=2) + '\n')
+                os.replace(tmp, out / 'result.json')
     except data.DataError as e:  # an unreadable image met while streaming
         fail(str(e))
     except KeyboardInterrupt:  # Ctrl-C, or run_all.sh's time budget
         fail(f"interrupted: {out}/last.pt holds {saved} of {args.epochs} epochs; the same command with --resume "
              "carries on from there")
 
-    result = {'script': args.script, 'tricks': describe(run.settings), 'args': describe(vars(args)),
-              'final_test_acc': rows[-1]['test_acc'], 'final_test_top5': rows[-1].get('test_top5'),
-              'best_val_acc': best_val, 'epochs': args.epochs, 'wall_seconds': wall_before + time.time() - started,
-              'device': device_name(run.device, run.world), 'torch': torch.__version__,
-              'finished': time.strftime('%Y-%m-%d %H:%M:%S')}
-    if writer:
-        writer.close()
-    if run.rank == 0:
-        save_atomic(model_file(run), out / 'model.pt')
-        tmp = out / 'result.json.tmp'
-        tmp.write_text(json.dumps(result, indent=2) + '\n')
-        os.replace(tmp, out / 'result.json')
     log(f"final test accuracy: {result['final_test_acc']:.2f}%")
     return result

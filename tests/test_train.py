@@ -1,5 +1,6 @@
 """The loop end to end on tiny data: outputs, resume, the hook contract, evaluate.py."""
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -82,6 +83,16 @@ def test_resume_ends_where_the_uninterrupted_run_does(run_args, tmp_path, monkey
     assert all(torch.equal(a[k], b[k]) for k in a)
     rows = (tmp_path / 'killed' / 'log.jsonl').read_text().splitlines()
     assert [json.loads(r)['epoch'] for r in rows] == [1, 2, 3]
+
+
+def test_ctrl_c_while_saving_is_held_until_log_and_last_pt_are_both_written():
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with common.ctrl_c_held():
+            os.kill(os.getpid(), signal.SIGINT)  # delivered here: held, not raised
+            done.append('log')
+            done.append('last.pt')
+    assert done == ['log', 'last.pt'] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_ctrl_c_ends_with_one_line_saying_what_last_pt_holds(run_args, tmp_path):
