@@ -608,9 +608,7 @@ def set_rng_state(run, state):
 def checkpoint(run, epoch, best_val, wall_seconds):
     return {'epoch': epoch, 'wall_seconds': wall_seconds, 'model': run.net.state_dict(), 'optimizer': run.optimizer.state_dict(),
             'scheduler': {'step': run.step}, 'scaler': run.scaler.state_dict(), 'rng': rng_state(run),
-            'best_val_acc': best_val, 'arch': run.args.arch, 'options': describe(run.net.options),
-            'tricks': sorted(run.settings), 'args': describe(vars(run.args)),
-            'settings': describe(run.settings)}
+            'best_val_acc': best_val, 'args': describe(vars(run.args)), 'settings': describe(run.settings)}
 
 
 def resume(run, path):
@@ -619,12 +617,12 @@ def resume(run, path):
         state = torch.load(path, map_location=run.device, weights_only=True)
     except Exception as e:
         fail(f"cannot read {path} ({e}): --force starts the run over")
-    made = (state.get('arch'), state.get('options'), state.get('tricks'))
-    now = (run.args.arch, describe(run.net.options), sorted(run.settings))
-    if made != now:
-        fail(f"{path} was made by another run (arch, options, tricks {made}, this run {now}): "
-             "--force starts over, or pick another --out")
-    what = 'args' in state and other_command(state['args'], state['settings'], run.args, run.settings)
+    if 'args' in state:  # the command that made it
+        what = other_command(state['args'], state['settings'], run.args, run.settings)
+    else:  # a last.pt from before it kept the command: its arch, net options and tricks
+        made = (state.get('arch'), state.get('options'), state.get('tricks'))
+        now = (run.args.arch, describe(run.net.options), sorted(run.settings))
+        what = made != now and f"arch, options, tricks: {made} there, {now} here"
     if what:
         fail(f"{path} was made by another command ({what}): --force starts over, or pick another --out")
     try:

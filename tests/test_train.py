@@ -266,8 +266,16 @@ def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(run_args,
 def test_resuming_another_runs_checkpoint_is_a_clear_error(run_args, tmp_path):
     common.main(baseline, run_args('--epochs', '2'))
     (tmp_path / 'run' / 'result.json').unlink()
-    with pytest.raises(SystemExit, match='was made by another run'):
+    with pytest.raises(SystemExit, match=r'was made by another command \(arch: resnet20 there, resnet32 here\)'):
         common.main(baseline, run_args('--epochs', '2', '--arch', 'resnet32', '--resume'))
+    # a last.pt from before it kept the command: judged by its arch, net options and tricks
+    state = torch.load(tmp_path / 'run' / 'last.pt', weights_only=True)
+    del state['args'], state['settings']
+    torch.save({**state, 'arch': 'resnet20', 'options': {'num_classes': 3}, 'tricks': []}, tmp_path / 'run' / 'last.pt')
+    with pytest.raises(SystemExit, match=r"another command \(arch, options, tricks: \('resnet20', .* there, \('resnet32'"):
+        common.main(baseline, run_args('--epochs', '2', '--arch', 'resnet32', '--resume'))
+    assert common.main(baseline, run_args('--epochs', '2', '--resume'))['epochs'] == 2
+    (tmp_path / 'run' / 'result.json').unlink()
     (tmp_path / 'run' / 'last.pt').write_bytes(b'garbage')
     with pytest.raises(SystemExit, match='cannot read'):
         common.main(baseline, run_args('--epochs', '2', '--resume'))
