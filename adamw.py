@@ -26,12 +26,14 @@ import torch
 import common
 
 
+DEFAULTS = {'lr': 1e-3, 'weight_decay': 0.05}
+
+
 def add_args(parser):
     parser.add_argument('--adam', action='store_true', help='plain Adam with L2 decay instead of AdamW')
-    parser.set_defaults(lr=1e-3, weight_decay=0.05, optimizer=adamw)
 
 
-def adamw(param_groups, args):
+def optimizer(param_groups, args):
     if args.adam:  # decay as L2: added to the gradient, then scaled by Adam like the rest
         return torch.optim.Adam(param_groups, lr=args.lr, weight_decay=args.weight_decay)
     return torch.optim.AdamW(param_groups, lr=args.lr, weight_decay=args.weight_decay)

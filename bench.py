@@ -5,7 +5,8 @@ In one run, with one model and one set of settings, the images per second of
       lr schedule, metrics on the device),
   (b) the model step alone, on one ready batch, over and over,
   (c) the conventional loop: torchvision ImageFolder (or CIFAR10) + PIL transforms + a
-      DataLoader with --workers worker processes, feeding the same model step,
+      DataLoader with --workers worker processes (default: one per CPU core), feeding the same
+      model step,
 and the ratios a/b (1.0 = the loop costs nothing beyond the model) and a/c.
 
 The three are measured in interleaved rounds, each after a few untimed warm-up steps (which
@@ -17,6 +18,7 @@ machine mean nothing: run nothing else heavy meanwhile.
     python bench.py --data /tmp/cifar10 --arch resnet20 --batch-size 128
 """
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -27,6 +29,8 @@ import torchvision.transforms as T
 
 import common
 import data
+from support.device import device_name
+from support.flags import Parser
 
 
 def sync(device):
@@ -46,6 +50,10 @@ def time_steps(device, steps, warmup, step):
         step()
     sync(device)
     return time.perf_counter() - t
+
+
+def cores():
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
 
 
 def conventional_loader(run, workers):
@@ -69,13 +77,14 @@ def conventional_loader(run, workers):
 
 
 def main(argv=None):
-    parser = common.Parser(prog='bench.py', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = Parser(prog='bench.py', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                            epilog='Every flag of the training scripts works too (--arch, --amp, --with ...).')
     parser.add_argument('--steps', type=common.at_least(1), default=8, help='timed steps per round (default: %(default)s)')
     parser.add_argument('--rounds', type=common.at_least(1), default=10, help='interleaved rounds (default: %(default)s)')
-    parser.add_argument('--workers', type=common.at_least(0), default=2, help='DataLoader workers for (c) (default: %(default)s)')
+    parser.add_argument('--workers', type=common.at_least(0), default=cores(),
+                        help="DataLoader workers for (c) (default: one per CPU core, %(default)s here)")
     own, rest = parser.parse_known_args(argv)
-    run = common.setup(common.prepare(sys.modules[__name__], rest + ['--epochs', '1000']))
+    run = common.prepare(sys.modules[__name__], rest + ['--epochs', '1000'])
     args, device = run.args, run.device
 
     ready = next(common.train_batches(run, 0))  # (b): one batch through the real pipeline, reused
@@ -105,7 +114,7 @@ def main(argv=None):
 
     rates = {'a': [], 'b': [], 'c': []}
     b = args.batch_size
-    print(f"bench: {args.arch}, batch {b}, {common.device_name(device, 1)}, "
+    print(f"bench: {args.arch}, batch {b}, {device_name(device)}, "
           f"{'channels_last' if args.channels_last else 'NCHW'}, {str(run.amp_dtype or 'fp32').split('.')[-1]}"
           f"{', compiled' if args.compile else ''}; {own.rounds} rounds x {own.steps} steps, medians", flush=True)
     for _ in range(own.rounds):

@@ -1,13 +1,13 @@
 """Cosine learning-rate decay (Bag of Tricks, section 5.1; Loshchilov & Hutter 2017).
 
-In place of the baseline's step decay, the lr follows half a cosine from its peak to zero,
-per iteration:
+In place of the baseline's step decay, the lr follows half a cosine from its peak to zero, per
+iteration:
 
-    eta_t = 0.5 * (1 + cos(pi * t / T)) * eta,    t = 0 .. T-1, T = total iterations,
+    eta_t = 0.5 * (1 + cos(pi * t / (T - 1))) * eta,    t = 0 .. T-1,
 
-so the first step runs at eta and the last at ~0 (eta * (pi / 2T)^2). With warmup.py the two
-factors multiply. Cosine switches the step decay off by setting the default --milestones to
-none.
+T the iterations after the warmup (all of them without one), so the first of them runs at the
+peak eta and the last at 0. With warmup.py the lr first climbs linearly to eta over W steps and
+the cosine then runs over the remaining T = total - W, as in the paper and gluon-cv.
 
 No flag of its own.
 Paper (ResNet-50-D on ImageNet, with warmup): 77.16 -> 77.91 top-1 (Table 6).
@@ -20,12 +20,8 @@ import sys
 import common
 
 
-def add_args(parser):
-    parser.set_defaults(milestones=[])  # the cosine replaces the step decay
-
-
-def lr_factor(step, total_steps, args):
-    return 0.5 * (1 + math.cos(math.pi * step / total_steps))
+def schedule(step, total_steps, args):
+    return 0.5 * (1 + math.cos(math.pi * step / max(1, total_steps - 1)))
 
 
 if __name__ == '__main__':

@@ -14,15 +14,15 @@ Images are stored at the "load size" L and cut to the training size S by the aug
 import hashlib
 import math
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchvision
-from torchvision.io import ImageReadMode, decode_image, read_file
-from torchvision.transforms.v2 import functional as TF
+
+# torchvision is imported where it is used: importing it takes ~2 s, and a run on cached folder data
+# needs none of it
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.gif', '.webp')  # what torchvision.io decodes
 MEAN_STD = {  # per-channel statistics of the training images, for normalisation
@@ -46,6 +46,7 @@ def load_size(image_size):
 
 def load_cifar(name, root):
     """(train images, train labels, test images, test labels, classes) as uint8 NCHW tensors."""
+    import torchvision
     cls = torchvision.datasets.CIFAR10 if name == 'cifar10' else torchvision.datasets.CIFAR100
     try:
         sets = [cls(root, train=train, download=True) for train in (True, False)]
@@ -117,6 +118,8 @@ def decode(path, size, square):
     """One image as uint8 3 x L x L: any mode to RGB, resized (square: stretched) to size.
 
     square=None keeps the image as it is."""
+    from torchvision.io import ImageReadMode, decode_image, read_file
+    from torchvision.transforms.v2 import functional as TF
     try:
         img = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
     except Exception as e:
@@ -182,11 +185,18 @@ class FolderStream(torch.utils.data.Dataset):
         return decode(self.files[i][0], self.size, self.square), self.files[i][1]
 
 
-def guess_image_size(root):
+def guess_image_size(train_dir):
     """The training size for folder data: the images' own size up to 64 px (CIFAR-like), else 224."""
-    files, _, _ = list_images(find_folder_splits(root)[0])
-    sample = files[:: max(1, len(files) // 16)][:16]
-    sides = sorted(min(decode(p, 0, None).shape[1:]) for p, _ in sample)
+    from PIL import Image  # reads the headers alone, and loads in a blink (torchvision takes ~2 s)
+    files, _, _ = list_images(train_dir)
+    sides = []
+    for path, _ in files[:: max(1, len(files) // 16)][:16]:
+        try:
+            with Image.open(path) as image:
+                sides.append(min(image.size))
+        except Exception as e:
+            raise DataError(f"cannot decode image {path} ({e}): delete or replace the file") from None
+    sides.sort()
     side = sides[len(sides) // 2]
     return side if side <= PAD_CROP_MAX else 224
 
@@ -289,7 +299,8 @@ def random_resized_crop(images, size, gen, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 
     x0 = torch.rand(n, generator=gen, device=gen.device) * (w - bw)
     y0 = torch.rand(n, generator=gen, device=gen.device) * (h - bh)
     boxes = torch.stack([pick.float(), x0, y0, x0 + bw, y0 + bh], 1).to(images.device)
-    return torchvision.ops.roi_align(images.float(), boxes, size, sampling_ratio=2, aligned=True)
+    from torchvision.ops import roi_align
+    return roi_align(images.float(), boxes, size, sampling_ratio=2, aligned=True)
 
 
 def center_crop(images, size):
@@ -351,8 +362,13 @@ def train_view(images, image_size, gen, jitter=0.0, pca_std=0.0):
     return x
 
 
-def test_view(images, image_size):
-    """uint8 batch -> float batch in [0, 1]: the centre image_size x image_size."""
+def test_view(images, image_size, load_size):
+    """uint8 batch -> float batch in [0, 1]: resized to load_size where it is held at another size
+    (val images are held at the training load size; FixRes tests at a larger one), then the centre
+    image_size x image_size."""
+    if images.shape[-1] != load_size:
+        from torchvision.transforms.v2 import functional as TF
+        images = TF.resize(images, [load_size, load_size], antialias=True)
     return center_crop(images, image_size).float().div_(255)
 
 
@@ -368,21 +384,49 @@ def available_memory(device):
         return os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') if hasattr(os, 'sysconf') else 1 << 34
 
 
-def log_stderr(msg):
-    print(msg, file=sys.stderr)
-
-
 # ---------------------------------------------------------------- loading
+
+@dataclass
+class Source:
+    """Where the images come from, found once: the data set, its folders, the images' size."""
+    path: str
+    dataset: str          # cifar10, cifar100 or folder
+    splits: tuple         # (train dir, test dir) of a folder tree; None for CIFAR
+    image_size: int       # the training size: 32 for CIFAR, the folder images' own size up to 64 px, else 224
+
+
+def find_source(path, dataset=None, image_size=None):
+    """The Source behind --data, --dataset and --image-size (None: guessed from the files)."""
+    if Path(path).is_file():
+        raise DataError(f"--data {path} is a file: give a folder (CIFAR is downloaded into it; or an ImageFolder "
+                        "tree with train/<class>/ and test/<class>/)")
+    splits = find_folder_splits(path) if Path(path).is_dir() else None
+    dataset = dataset or ('folder' if splits else 'cifar10')
+    if dataset != 'folder':
+        if image_size not in (None, 32):
+            raise DataError(f"--image-size {image_size}: {dataset} images are 32 px; the flag is for folder data")
+        return Source(str(path), dataset, None, 32)
+    if not Path(path).is_dir():
+        raise DataError(f"--data {path}: no such folder; point it at an ImageFolder tree (train/<class>/*.jpg)")
+    if splits is None:
+        raise DataError(f"--data {path} is not an ImageFolder tree: expected train/<class>/<images> (or Kaggle "
+                        "Intel's seg_train/seg_train/<class>/) beside test/ or val/")
+    return Source(str(path), dataset, splits, image_size or guess_image_size(splits[0]))
+
 
 class Data:
     """What the loop needs: the splits, which images of each to use, and how to view them."""
 
-    def __init__(self, dataset, train, test, classes, args, device):
+    def __init__(self, dataset, train, test, classes, image_size, test_image_size, device,
+                 val_split=0.0, subset=None, test_subset=None):
         self.dataset, self.train, self.test, self.classes = dataset, train, test, classes
-        self.image_size, self.load_size = args.image_size, load_size(args.image_size)
-        self.test_image_size, self.test_load_size = args.test_image_size, load_size(args.test_image_size)
-        self.train_index, self.val_index = fixed_split(len(train), args.val_split, args.subset)
-        self.test_index, _ = fixed_split(len(test), 0, args.test_subset, test=True)
+        self.image_size, self.load_size = image_size, load_size(image_size)
+        self.test_image_size, self.test_load_size = test_image_size, load_size(test_image_size)
+        self.train_index, self.val_index = fixed_split(len(train), val_split, subset)
+        self.test_index, _ = fixed_split(len(test), 0, test_subset, test=True)
+        if not len(self.train_index):
+            raise DataError(f"--val-split {val_split} holds out {len(self.val_index)} of the {len(train)} training "
+                            "images and leaves none to train on: use a smaller split")
         mean, std = MEAN_STD['folder' if dataset == 'folder' else dataset]
         self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, 3, 1, 1)
@@ -390,37 +434,42 @@ class Data:
     def normalize(self, x):
         return (x - self.mean) / self.std
 
+    def test_view(self, images):
+        return test_view(images, self.test_image_size, self.test_load_size)
 
-def load(args, device, log):
-    """The data set named by the flags, in memory when it fits, streamed when it does not."""
-    if args.dataset in ('cifar10', 'cifar100'):
-        tr_x, tr_y, te_x, te_y, classes = load_cifar(args.dataset, args.data)
+
+def load(source, test_image_size, device, log, val_split=0.0, subset=None, test_subset=None, cache_dir=None,
+         stream=False):
+    """The images of `source`, in memory when they fit, streamed when they do not."""
+    split_args = dict(val_split=val_split, subset=subset, test_subset=test_subset)
+    if source.dataset in ('cifar10', 'cifar100'):
+        tr_x, tr_y, te_x, te_y, classes = load_cifar(source.dataset, source.path)
         train, test = InMemory(tr_x, tr_y, device), InMemory(te_x, te_y, device)
-        log(f"data: {args.dataset} from {args.data}, {len(train)} train / {len(test)} test images, 32 px, "
+        log(f"data: {source.dataset} from {source.path}, {len(train)} train / {len(test)} test images, 32 px, "
             f"in memory on {device}")
-        return Data(args.dataset, train, test, classes, args, device)
+        return Data(source.dataset, train, test, classes, 32, 32, device, **split_args)
 
-    splits = find_folder_splits(args.data)
+    splits = source.splits
     files, classes, others = list_images(splits[0])
     test_files, _, test_others = list_images(splits[1], classes)
     for split_dir, left_out in zip(splits, (others, test_others)):
         if left_out:
             log(f"{split_dir}: left out {len(left_out)} files that are not images, e.g. {left_out[0]}")
     files = {splits[0]: files, splits[1]: test_files}
-    square = args.image_size <= PAD_CROP_MAX
-    sizes = {splits[0]: load_size(args.image_size), splits[1]: load_size(args.test_image_size)}
+    square = source.image_size <= PAD_CROP_MAX
+    sizes = {splits[0]: load_size(source.image_size), splits[1]: load_size(test_image_size)}
     need, free = sum(len(files[d]) * 3 * sizes[d] ** 2 for d in splits), available_memory(device)
     n = sum(len(f) for f in files.values())
-    if args.stream or need > free // 2:
-        why = "--stream" if args.stream else f"{need / 2**30:.1f} GiB of images do not fit in half of the " \
+    if stream or need > free // 2:
+        why = "--stream" if stream else f"{need / 2**30:.1f} GiB of images do not fit in half of the " \
             f"{free / 2**30:.1f} GiB free on {device}"
         workers = min(8, os.cpu_count() or 1)
         train, test = (Streamed(files[d], sizes[d], square, device, workers) for d in splits)
-        log(f"data: streaming {n} images from {args.data} through a DataLoader with {workers} workers ({why})")
+        log(f"data: streaming {n} images from {source.path} through a DataLoader with {workers} workers ({why})")
     else:
-        train, test = (InMemory(*load_split(d, files[d], sizes[d], square, args.cache_dir, log), device)
+        train, test = (InMemory(*load_split(d, files[d], sizes[d], square, cache_dir or DEFAULT_CACHE, log), device)
                        for d in splits)
-        log(f"data: {args.data}, {len(train)} train / {len(test)} test images, {len(classes)} classes, "
+        log(f"data: {source.path}, {len(train)} train / {len(test)} test images, {len(classes)} classes, "
             f"stored at {sizes[splits[0]]} px, in memory on {device} "
             f"({need / 2**20:.0f} MiB of {free / 2**30:.1f} GiB free)")
-    return Data('folder', train, test, classes, args, device)
+    return Data('folder', train, test, classes, source.image_size, test_image_size, device, **split_args)

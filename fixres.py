@@ -27,10 +27,12 @@ import torch.nn as nn
 import common
 
 
+DEFAULTS = {'test_scale': 1.15}
+
+
 def add_args(parser):
     parser.add_argument('--finetune', action='store_true',
                         help='train only the classifier and BN layers (start from --weights)')
-    parser.set_defaults(test_scale=1.15)
 
 
 def param_groups(groups, model, args):

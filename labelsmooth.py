@@ -17,8 +17,6 @@ Paper (ResNet-50-D on ImageNet, with cosine): 77.91 -> 78.31 top-1 (Table 6).
 """
 import sys
 
-import torch.nn.functional as F
-
 import common
 
 
@@ -27,14 +25,12 @@ def add_args(parser):
                         help='label smoothing epsilon (default: %(default)s)')
 
 
-def smooth(targets, eps, num_classes):
-    if targets.ndim == 1:  # class ids
-        targets = F.one_hot(targets, num_classes).float()
-    return (1 - eps) * targets + eps / num_classes
+def smooth(targets, eps):
+    return (1 - eps) * targets + eps / targets.shape[1]  # targets: N x K class probabilities
 
 
 def batch(images, targets, args):
-    return images, smooth(targets, args.smoothing, args.num_classes)
+    return images, smooth(targets, args.smoothing)
 
 
 if __name__ == '__main__':

@@ -1,7 +1,8 @@
 """Large-batch training with the linear scaling rule (Bag of Tricks, section 3.1; Goyal et al. 2017).
 
 A larger batch averages the gradient over more images: the same expected step with less
-noise, so the lr may grow with the batch. The baseline's lr is set for batch 128; here
+noise, so the lr may grow with the batch. The baseline's lr is set for batch 128 (the CIFAR
+recipe; the paper's ImageNet rule is 0.1 x b / 256); here
 
     eta = --lr x batch / 128,
 
@@ -19,14 +20,13 @@ import sys
 import common
 import warmup
 
-
-def add_args(parser):
-    parser.set_defaults(batch_size=1024)
-    warmup.add_args(parser)
+DEFAULTS = {'batch_size': 1024}
+add_args = warmup.add_args
+warmup_steps = warmup.warmup_steps
 
 
 def lr_factor(step, total_steps, args):
-    return args.batch_size / 128 * warmup.lr_factor(step, total_steps, args)
+    return args.batch_size / 128
 
 
 if __name__ == '__main__':

@@ -1,6 +1,6 @@
 """Mixup (Bag of Tricks, section 5.4; Zhang et al. 2018).
 
-Each batch is blended with itself reversed, images and one-hot targets alike:
+Each batch is blended with itself reversed, images and targets (class probabilities) alike:
 
     lambda ~ Beta(alpha, alpha),   x = lambda x_i + (1 - lambda) x_j,   y = lambda y_i + (1 - lambda) y_j,
 
@@ -18,7 +18,6 @@ Paper (ResNet-50-D on ImageNet, with cosine and label smoothing): 78.31 -> 79.15
 import sys
 
 import torch
-import torch.nn.functional as F
 
 import common
 
@@ -34,8 +33,6 @@ def mix(images, targets, lam):
 
 def batch(images, targets, args):
     lam = torch.distributions.Beta(args.alpha, args.alpha).sample().item()  # on the CPU: no device sync
-    if targets.ndim == 1:  # class ids
-        targets = F.one_hot(targets, args.num_classes).float()
     return mix(images, targets, lam)
 
 

@@ -25,17 +25,15 @@ import common
 import models
 
 
-def add_args(parser):
-    parser.set_defaults(weights='IMAGENET1K_V1', lr=0.01)
+DEFAULTS = {'weights': 'IMAGENET1K_V1', 'lr': 0.01}
 
 
 def model(model, args):
     if model.arch not in models.TORCHVISION_NAMES:
         common.fail(f"pretrained: there are ImageNet weights for {', '.join(models.TORCHVISION_NAMES)} only, "
                     f"not {model.arch}: pick one with --arch (folder data above 64 px)")
-    if model.arch == 'resnet50':  # torchvision's resnet50 weights are a ResNet-B's
-        return models.rebuild(model, variant='B')
-    return model
+    layout = models.TORCHVISION_LAYOUT.get(model.arch)  # torchvision's resnet50 is a ResNet-B
+    return models.rebuild(model, **layout) if layout else model
 
 
 if __name__ == '__main__':

@@ -1,17 +1,11 @@
 """RandAugment (Cubuk et al., "RandAugment: Practical automated data augmentation with a
 reduced search space", CVPR Workshops 2020).
 
-Each image gets N operations drawn uniformly from 14 (identity, shear x/y, translate x/y,
-rotate, brightness, colour, contrast, sharpness, posterize, solarize, autocontrast,
-equalize), all at one magnitude M of 30, with a random sign where the operation has one.
-The ranges are torchvision's (RandAugment with num_magnitude_bins=31): shear 0.3,
-translate 45% of the side, rotate 30 degrees, enhancements 1 +- 0.9, posterize 8 -> 4
-bits, solarize threshold 255 -> 0.
-
-Per image, but batched: each of the N layers draws an operation and a sign for every image,
-then applies each (operation, sign) to all the images that drew it at once, with
-torchvision.transforms.v2 on uint8 tensors on the training device: at most 23 batched calls
-a layer, no PIL, no per-image loop. Its cost in img/s is measured in docs/results.md.
+Each image gets N operations drawn uniformly from the 14 below, all at one magnitude M of 30,
+with a random sign where the operation has one; the ranges are torchvision's (RandAugment with
+num_magnitude_bins=31). Per image, but batched: each of the N layers draws an operation and a
+sign for every image, then applies each (operation, sign) to all the images that drew it at
+once, on uint8 tensors on the training device: no PIL, no per-image loop (cost: docs/results.md).
 
 Flags: --ra-n (default 2), --ra-m (default 9).
 Paper: Wide-ResNet-28-2 on CIFAR-10, 94.9 -> 95.8%; ResNet-50 on ImageNet, 76.3 -> 77.6% top-1.
@@ -29,29 +23,16 @@ import common
 BINS = 31  # magnitudes 0 .. 30, as torchvision's default
 
 
-def shear(axis):
-    def op(img, m):
-        angle = math.degrees(math.atan(m))
-        return TF.affine(img, angle=0.0, translate=[0, 0], scale=1.0, center=[0, 0],
-                         shear=[angle, 0.0] if axis == 'x' else [0.0, angle])
-    return op
+def affine(img, shear=(0.0, 0.0), translate=(0, 0)):
+    return TF.affine(img, angle=0.0, translate=list(translate), scale=1.0, shear=list(shear), center=[0, 0])
 
 
-def translate(axis):
-    def op(img, m):
-        pixels = round(m * img.shape[-1 if axis == 'x' else -2])
-        return TF.affine(img, angle=0.0, translate=[pixels, 0] if axis == 'x' else [0, pixels], scale=1.0,
-                         shear=[0.0, 0.0])
-    return op
-
-
-# name: (op(uint8 images, magnitude), largest magnitude, signed)
-OPS = {
+OPS = {  # name: (op(uint8 images, magnitude), largest magnitude, signed)
     'identity': (lambda img, m: img, 0.0, False),
-    'shear_x': (shear('x'), 0.3, True),
-    'shear_y': (shear('y'), 0.3, True),
-    'translate_x': (translate('x'), 150 / 331, True),
-    'translate_y': (translate('y'), 150 / 331, True),
+    'shear_x': (lambda img, m: affine(img, shear=(math.degrees(math.atan(m)), 0.0)), 0.3, True),  # m: the factor
+    'shear_y': (lambda img, m: affine(img, shear=(0.0, math.degrees(math.atan(m)))), 0.3, True),
+    'translate_x': (lambda img, m: affine(img, translate=(round(m * img.shape[-1]), 0)), 150 / 331, True),
+    'translate_y': (lambda img, m: affine(img, translate=(0, round(m * img.shape[-2]))), 150 / 331, True),
     'rotate': (lambda img, m: TF.rotate(img, m), 30.0, True),
     'brightness': (lambda img, m: TF.adjust_brightness(img, 1 + m), 0.9, True),
     'color': (lambda img, m: TF.adjust_saturation(img, 1 + m), 0.9, True),
@@ -89,8 +70,9 @@ def rand_augment(images, n, magnitude, generator=None):
 
 
 def batch(images, targets, args):
-    # RandAugment works on uint8 pixels: [0, 1] floats to 0..255 and back (exact for pad-crop data)
-    pixels = images.mul(255).round_().to(torch.uint8)
+    # RandAugment works on uint8 pixels: [0, 1] floats to 0..255 and back (exact for pad-crop data);
+    # colour jitter and lighting may have stepped outside [0, 1]: clamped, not wrapped around
+    pixels = images.clamp(0, 1).mul_(255).round_().to(torch.uint8)
     return rand_augment(pixels, args.ra_n, args.ra_m).float().div_(255), targets
 
 

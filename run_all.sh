@@ -12,9 +12,9 @@
 #   cpu        a demonstration on a 2-core laptop CPU in about an hour: ResNet-20, 10,000
 #              training images, 6 epochs, tested on 5,000 images, the main rows, 2 seeds (at
 #              this length a delta smaller than 2 std is noise)
-#   gpu-short  the main rows on full CIFAR-10 (ResNet-20, 30 epochs, fp16) in slices of at most
-#              BUDGET seconds (default 480) of one GPU: run it again and it carries on where it
-#              stopped, until the table is full
+#   gpu-short  every row on full CIFAR-10, 3 seeds, ResNet-20, 30 epochs, --amp, JOBS runs at a
+#              time: the whole table in one short GPU slot (benchmarks/gpu.sh measures it); with
+#              BUDGET=SECONDS it stops then, and the same command carries on where it stopped
 #   paper      ResNet-56 on full CIFAR-10, 200 epochs, 3 seeds, the gluon-cv CIFAR recipe
 #              (lr 0.1, batch 128, weight decay 1e-4, x0.1 at epochs 100 and 150): 17 rows x 3
 #              seeds x 200 epochs = 10,200 ResNet-56 epochs, + 200 of a ResNet-110 teacher (about
@@ -27,15 +27,19 @@
 #
 # Environment: DATA (data dir; CIFAR-10 is downloaded there, default data), SEEDS, ROWS (a
 # subset of row names), OUT (default runs/<preset>), PYTHON (default python), WEIGHTS,
-# BUDGET (seconds, gpu-short), EXTRA (more flags for every run, e.g. "--device cpu").
+# BUDGET (seconds: stop the runs in flight then, to resume later), EXTRA (more flags for every
+# run, e.g. "--device cpu"), JOBS (runs at a time per GPU: default 4 on a GPU, 1 on a CPU).
 #
 # Idempotent and resumable: a finished run (result.json) is skipped, an unfinished one
-# (last.pt) resumes, so a killed run_all.sh loses at most the epoch in flight. With several
-# GPUs the runs go one per GPU (CUDA_VISIBLE_DEVICES), concurrently; else one after another.
+# (last.pt) resumes, so a killed run_all.sh loses at most the epoch in flight of each run.
+# JOBS runs go at once on each GPU (a CIFAR ResNet-20 step is many small kernels: where Python
+# and the launches set its pace, one run leaves the GPU idle between them; benchmarks/jobs.py
+# measures it), each with --threads set so that together they use the CPU cores once. The
+# distillation teacher runs beside the rows and only the distill rows wait for it. Each run
+# writes its own DIR.log; this script's output says which run went where.
 set -uo pipefail
+set -m  # each run in its own process group: a Ctrl-C reaches this script, which stops every run once
 cd "$(dirname "$0")"
-# Ctrl-C stops the whole table, even when it lands as a run is finishing (bash would go on)
-trap 'echo "run_all.sh: interrupted; run it again to carry on" >&2; kill $(jobs -p) 2>/dev/null; exit 130' INT TERM
 
 PRESET=${1:-${PRESET:-smoke}}
 PYTHON=${PYTHON:-python}
@@ -61,7 +65,7 @@ case $PRESET in
     TEACHER="--arch resnet32"
     NOTES+=("6 epochs on 10,000 images: at this length a delta smaller than 2 std is noise") ;;
   gpu-short)
-    SEEDS=${SEEDS:-2}; ROWS=${ROWS:-$CIFAR_ROWS}; [[ $BUDGET == 0 ]] && BUDGET=480
+    SEEDS=${SEEDS:-3}; ROWS=${ROWS:-$CIFAR_ROWS}
     FLAGS="--arch resnet20 --epochs 30 --batch-size 128 --amp"
     TEACHER="--arch resnet56" ;;
   paper)
@@ -112,9 +116,25 @@ row_command() {
 }
 
 NGPU=$($PYTHON -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0)
+if [[ $EXTRA == *"--device cpu"* ]]; then NGPU=0; fi
+if (( NGPU > 0 )); then JOBS=${JOBS:-4}; SLOTS=$((NGPU * JOBS)); else JOBS=${JOBS:-1}; SLOTS=$JOBS; fi
+[[ $JOBS =~ ^[1-9][0-9]*$ ]] || { echo "run_all.sh: JOBS=$JOBS: give a whole number >= 1" >&2; exit 2; }
+THREADS=$(( $(nproc 2>/dev/null || echo 1) / SLOTS )); (( THREADS > 0 )) || THREADS=1
+THREADS_FLAG=(); (( SLOTS > 1 )) && THREADS_FLAG=(--threads "$THREADS")  # one run alone takes every core
 START=$SECONDS
 FAILED=()
-declare -A SLOT  # GPU -> pid of the run on it
+PID=()   # slot -> the pid (and process group) of the run in it
+NAME=()  # slot -> the name of that run
+
+stop() {
+  trap '' INT TERM
+  echo "run_all.sh: interrupted; each run stops after saving its last.pt: run it again to carry on" >&2
+  local pid
+  for pid in "${PID[@]}"; do [[ -n $pid ]] && kill -INT -- "-$pid" 2>/dev/null; done
+  wait
+  exit 130
+}
+trap stop INT TERM
 
 time_left() { (( BUDGET > 0 )) && echo $(( BUDGET - (SECONDS - START) )) || echo 0; }
 
@@ -122,7 +142,7 @@ time_left() { (( BUDGET > 0 )) && echo $(( BUDGET - (SECONDS - START) )) || echo
 run() {  # run NAME DIR SCRIPT FLAGS...
   local name=$1 dir=$2; shift 2
   # shellcheck disable=SC2086
-  local command=($PYTHON "$@" --data "$DATA" --out "$dir" --resume $EXTRA)
+  local command=($PYTHON "$@" --data "$DATA" --out "$dir" --resume "${THREADS_FLAG[@]}" $EXTRA)
   # finished by this very command: done; by another: the script decides (same run, or an error naming the flags)
   if [[ -f $dir/result.json && -f $dir.command && $(<"$dir.command") == "${command[*]}" ]]; then
     echo "== $name: done ($dir)"; return 0
@@ -130,59 +150,78 @@ run() {  # run NAME DIR SCRIPT FLAGS...
   local limit=(); local left; left=$(time_left)
   if (( BUDGET > 0 )); then
     (( left > 30 )) || { echo "== $name: not started, the time budget is spent"; touch "$OUT/paused"; return 0; }
-    limit=(timeout --signal=INT "$left")
+    limit=(timeout --foreground --signal=INT "$left")
   fi
   mkdir -p "$(dirname "$dir")"
-  echo "== $name -> $dir"
   echo "${command[*]}" > "$dir.command"
   "${limit[@]}" "${command[@]}" > "$dir.log" 2>&1
   local status=$?
-  tail -n 1 "$dir.log"
-  if (( status == 124 || status == 130 )) && (( BUDGET > 0 )); then
+  echo "== $name: $(tail -n 1 "$dir.log")"
+  if (( status == 124 )) && (( BUDGET > 0 )); then
     echo "== $name: paused at the time budget"; touch "$OUT/paused"; return 0
   fi
-  (( status == 0 )) || { echo "== $name FAILED (exit $status), see $dir.log" >&2; return 1; }
+  (( status == 0 )) && return 0
+  # stopped by Ctrl-C: its last line (above) says so, and stop() below says what to do
+  [[ $(tail -n 1 "$dir.log") == "error: interrupted"* ]] || echo "== $name FAILED (exit $status), see $dir.log" >&2
+  return 1
 }
 
-# Start a run on a free GPU (several GPUs), or run it now (one device).
-launch() {
-  if (( NGPU <= 1 )); then run "$@" || FAILED+=("$1"); return; fi
+reap() {  # reap SLOT: collect the finished run in SLOT
+  wait "${PID[$1]}" || FAILED+=("${NAME[$1]}")
+  PID[$1]=''
+}
+
+# Start a run in the first free slot (waiting for one); with GPUs, slot s runs on GPU s % NGPU.
+launch() {  # launch NAME DIR SCRIPT FLAGS...
+  local slot
   while :; do
-    for ((g = 0; g < NGPU; g++)); do
-      if [[ -z ${SLOT[$g]:-} ]] || ! kill -0 "${SLOT[$g]}" 2>/dev/null; then
-        CUDA_VISIBLE_DEVICES=$g run "$@" & SLOT[$g]=$!
-        return
-      fi
+    for ((slot = 0; slot < SLOTS; slot++)); do
+      [[ -z ${PID[slot]:-} ]] && break 2
+      kill -0 "${PID[slot]}" 2>/dev/null || { reap "$slot"; break 2; }
     done
-    sleep 2
+    sleep 0.5
+  done
+  if (( NGPU > 0 )); then
+    echo "== $1 -> $2 (GPU $((slot % NGPU)), job $((slot / NGPU + 1)) of $JOBS)"
+    CUDA_VISIBLE_DEVICES=$((slot % NGPU)) run "$@" &
+  else
+    echo "== $1 -> $2$( (( SLOTS > 1 )) && echo " (job $((slot + 1)) of $JOBS)")"
+    run "$@" &
+  fi
+  PID[slot]=$! NAME[slot]=$1
+}
+
+wait_for() {  # wait_for NAME: until the run called NAME has ended (if it is running)
+  local slot
+  for ((slot = 0; slot < SLOTS; slot++)); do
+    [[ -n ${PID[slot]:-} && ${NAME[slot]} == "$1" ]] && reap "$slot"
   done
 }
 
 wait_all() {
-  local pid
-  for pid in "${SLOT[@]}"; do wait "$pid" || FAILED+=("pid $pid"); done
-  SLOT=()
+  local slot
+  for ((slot = 0; slot < SLOTS; slot++)); do [[ -n ${PID[slot]:-} ]] && reap "$slot"; done
 }
 
 for r in $ROWS; do row_command "$r" > /dev/null || exit 2; done  # a misspelt row stops here, not hours later
 
 COMMAND="bash run_all.sh $PRESET"
-for v in DATA SEEDS ROWS OUT EXTRA WEIGHTS BUDGET; do  # the variables the caller set, for the record
+for v in DATA SEEDS ROWS OUT EXTRA WEIGHTS BUDGET JOBS; do  # the variables the caller set, for the record
   [[ -n ${!v+x} && $(env | grep -c "^$v=") -gt 0 ]] && COMMAND="$v=\"${!v}\" $COMMAND"
 done
 mkdir -p "$OUT"
 rm -f "$OUT/paused"  # written by a run stopped (or not started) at the time budget
 { echo "preset $PRESET"; echo "command $COMMAND"; echo "out $OUT"; echo "data $DATA"; echo "flags $FLAGS $EXTRA"
+  echo "jobs $SLOTS at a time$( (( NGPU > 0 )) && echo " on $NGPU GPU(s)")"
   echo "seeds $SEEDS"
   for note in "${NOTES[@]}"; do echo "note $note"; done
   for r in $ROWS; do echo "row $r $(row_command "$r")"; done; } > "$OUT/rows.txt"
 
-# The distillation teacher first (a bigger net, the preset's recipe), then every row and seed;
-# distillation rows last, once the teacher exists.
+# The distillation teacher first (a bigger net, the preset's recipe, so the longest run), then every
+# row and seed beside it; the distillation rows last, once the teacher exists.
 if [[ " $ROWS " == *" distill "* ]]; then
   # shellcheck disable=SC2086
   launch teacher "$OUT/teacher/s0" baseline.py $FLAGS $TEACHER --seed 0
-  wait_all
 fi
 for r in $ROWS; do
   [[ $r == distill ]] && continue
@@ -192,7 +231,7 @@ for r in $ROWS; do
   done
 done
 if [[ " $ROWS " == *" distill "* ]]; then
-  wait_all
+  wait_for teacher
   if [[ -f $OUT/teacher/s0/model.pt ]]; then
     for ((s = 0; s < SEEDS; s++)); do
       # shellcheck disable=SC2086

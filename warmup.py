@@ -3,10 +3,11 @@
 At the start the weights are random and a large lr can throw training off. Linear warmup
 grows the lr over the first W iterations (W = warmup_epochs x steps per epoch):
 
-    eta_t = eta * (t + 1) / W    for t = 0 .. W-1,   then the baseline schedule,
+    eta_t = eta * (t + 1) / W    for t = 0 .. W-1,   then the schedule over the remaining steps,
 
-so the first step already trains (eta / W > 0) and step W-1 runs at the full eta. Stepped
-per iteration, never per epoch.
+so the first step already trains (eta / W > 0) and step W-1 runs at the full eta. Stepped per
+iteration, never per epoch. The schedule after it (the baseline's step decay, or cosine.py's
+cosine) starts at the peak and spans the steps after the warmup.
 
 Flag: --warmup-epochs E (default 5, but never more than 10% of a shorter run).
 Paper (ResNet-50 on ImageNet, batch 1024): 75.17 -> 75.93 top-1 (Table 4).
@@ -26,10 +27,6 @@ def add_args(parser):
 def warmup_steps(total_steps, args):
     epochs = args.warmup_epochs if args.warmup_epochs is not None else min(5.0, 0.1 * args.epochs)
     return max(1, round(epochs / args.epochs * total_steps))
-
-
-def lr_factor(step, total_steps, args):
-    return min(1.0, (step + 1) / warmup_steps(total_steps, args))
 
 
 if __name__ == '__main__':

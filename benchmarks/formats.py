@@ -14,6 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bench  # noqa: E402
 import common  # noqa: E402
+from support.device import device_name  # noqa: E402
 
 
 def main(argv):
@@ -21,7 +22,7 @@ def main(argv):
     runs = {}
     for name, flags in {'fp32 NCHW': ['--no-channels-last'], 'fp32 channels_last': [],
                         'amp NCHW': ['--amp', '--no-channels-last'], 'amp channels_last': ['--amp']}.items():
-        run = common.setup(common.prepare(sys.modules[__name__], argv + flags + ['--epochs', '1000']))
+        run = common.prepare(sys.modules[__name__], argv + flags + ['--epochs', '1000'])
         runs[name] = (run, next(common.train_batches(run, 0)))
     rates = {name: [] for name in runs}
     for _ in range(rounds):
@@ -29,7 +30,7 @@ def main(argv):
             seconds = bench.time_steps(run.device, steps, 2, lambda: common.train_step(run, *batch))
             rates[name].append(steps * len(batch[1]) / seconds)
     base = statistics.median(rates['fp32 NCHW'])
-    print(f"{common.device_name(runs['fp32 NCHW'][0].device, 1)}; {rounds} rounds x {steps} steps, medians")
+    print(f"{device_name(runs['fp32 NCHW'][0].device)}; {rounds} rounds x {steps} steps, medians")
     for name, r in rates.items():
         amp = runs[name][0].amp_dtype
         label = f"{name} ({str(amp).split('.')[-1]})" if amp else name

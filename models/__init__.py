@@ -24,6 +24,7 @@ TORCHVISION_BLOCKS = {'efficientnet_b0': 'MBConv blocks (BN + SiLU, squeeze-exci
 TORCHVISION_NAMES = {'resnet18': 'resnet18', 'resnet34': 'resnet34', 'resnet50': 'resnet50',
                      'efficientnet_b0': 'efficientnet_b0', 'regnety_400mf': 'regnet_y_400mf'}
 HEADS = {'efficientnet_b0': 'classifier.1.'}  # the classifier's prefix, where it is not 'fc.'
+TORCHVISION_LAYOUT = {'resnet50': {'variant': 'B'}}  # the switches that give torchvision's layout (its ResNet-50 is a B)
 
 CIFAR_ARCHS = tuple(DEPTHS)                     # 3x3 stem: for images of about 32 px
 IMAGENET_ARCHS = tuple(LAYOUTS)                 # 7x7 stem + max-pool: for larger images

@@ -70,6 +70,25 @@ def cifar_copy(tmp_path_factory):
     return root / 'cifar10'
 
 
+def interrupted_in_epoch_2(script, argv, epochs=3):
+    """Run script's main with argv, as if Ctrl-C came while epoch 2 trained (before it was saved)."""
+    import common
+    real, calls = common.train_epoch, []
+
+    def killed(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    common.train_epoch = killed
+    try:
+        with pytest.raises(SystemExit, match=rf'interrupted: .* holds 1 of {epochs} epochs'):
+            common.main(script, argv)
+    finally:
+        common.train_epoch = real
+
+
 def pytest_configure(config):
     config.addinivalue_line('markers', 'gpu: needs a CUDA GPU (skipped without one)')
 

@@ -17,7 +17,7 @@ import fixres
 import mixup
 import pretrained
 import randaugment
-from conftest import make_folder
+from conftest import interrupted_in_epoch_2, make_folder
 
 
 @pytest.fixture
@@ -148,20 +148,10 @@ def test_ema_run_logs_both_and_reports_the_average_when_asked(run_args, tmp_path
     assert asked['final_test_acc'] == row2['test_acc']
 
 
-def test_ema_resumes_exactly(run_args, tmp_path, monkeypatch):
+def test_ema_resumes_exactly(run_args, tmp_path):
     flags = ('--epochs', '3', '--subset', '16')
     straight = common.main(ema, run_args(*flags, out='straight'))
-    real, calls = common.train_epoch, []
-
-    def killed(*a, **k):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-    monkeypatch.setattr(common, 'train_epoch', killed)
-    with pytest.raises(SystemExit, match='interrupted: .* holds 1 of 3 epochs'):
-        common.main(ema, run_args(*flags, out='killed'))
-    monkeypatch.setattr(common, 'train_epoch', real)
+    interrupted_in_epoch_2(ema, run_args(*flags, out='killed'))
     common.main(ema, run_args(*flags, '--resume', out='killed'))
     a = torch.load(tmp_path / 'straight' / 'model.pt', weights_only=True)['extra']
     b = torch.load(tmp_path / 'killed' / 'model.pt', weights_only=True)['extra']
@@ -172,13 +162,13 @@ def test_ema_resumes_exactly(run_args, tmp_path, monkeypatch):
 
 def test_adamw_decays_the_weights_not_the_gradient():
     w = torch.nn.Parameter(torch.ones(3))
-    opt = adamw.adamw([{'params': [w], 'weight_decay': 0.05}], SimpleNamespace(adam=False, lr=1e-3, weight_decay=0.05))
+    opt = adamw.optimizer([{'params': [w], 'weight_decay': 0.05}], SimpleNamespace(adam=False, lr=1e-3, weight_decay=0.05))
     assert isinstance(opt, torch.optim.AdamW)
     w.grad = torch.zeros(3)  # no loss gradient: only the decay acts
     opt.step()
     torch.testing.assert_close(w.detach(), torch.full((3,), 1 - 1e-3 * 0.05))  # w - lr * lambda * w
     v = torch.nn.Parameter(torch.ones(3))
-    plain = adamw.adamw([{'params': [v], 'weight_decay': 0.05}], SimpleNamespace(adam=True, lr=1e-3, weight_decay=0.05))
+    plain = adamw.optimizer([{'params': [v], 'weight_decay': 0.05}], SimpleNamespace(adam=True, lr=1e-3, weight_decay=0.05))
     assert type(plain) is torch.optim.Adam
     v.grad = torch.zeros(3)
     plain.step()  # L2 in the gradient, then Adam's normalisation: a full lr-sized step
@@ -188,7 +178,10 @@ def test_adamw_decays_the_weights_not_the_gradient():
 def test_adamw_keeps_the_groups_decay_so_nobiasdecay_composes(run_args):
     result = common.main(adamw, run_args('--with', 'nobiasdecay'))
     assert result['args']['lr'] == 1e-3 and result['args']['weight_decay'] == 0.05
-    assert result['tricks']['adamw']['optimizer'] == 'adamw.adamw'
+    assert result['tricks']['adamw'] == {'adam': False, 'lr': 1e-3, 'weight_decay': 0.05}
+    run = common.prepare(adamw, run_args('--with', 'nobiasdecay', out='again'))
+    assert type(run.optimizer) is torch.optim.AdamW and {g['weight_decay'] for g in run.optimizer.param_groups} == {
+        0.0, 0.05}
 
 
 # ---------------------------------------------------------------- FixRes
@@ -211,7 +204,7 @@ def test_fixres_tests_at_the_higher_resolution(big_args, tmp_path, monkeypatch):
 def test_fixres_finetune_trains_only_the_classifier_and_bn(big_args, tmp_path):
     common.main(baseline, big_args(out='trained'))
     weights = tmp_path / 'trained' / 'model.pt'
-    run = common.setup(common.prepare(fixres, big_args('--finetune', '--weights', weights, out='ft')))
+    run = common.prepare(fixres, big_args('--finetune', '--weights', weights, out='ft'))
     trained = {n for n, p in run.net.named_parameters() if p.requires_grad}
     assert trained and all(n.startswith('fc.') or '.bn' in n or n.startswith('bn1') or 'downsample.1' in n
                            for n in trained)

@@ -91,16 +91,17 @@ def test_lsuv_runs_on_the_first_batch_and_refuses_pretrained_weights(run_args, c
 
 # ---------------------------------------------------------------- GHM-C
 
-def ghm_args(bins, momentum=0.0):
-    return SimpleNamespace(ghm_bins=bins, ghm_momentum=momentum)
+def ghm_run(bins, momentum=0.0):
+    return SimpleNamespace(args=SimpleNamespace(ghm_bins=bins, ghm_momentum=momentum),
+                           extra={'ghm_density': ghmc.Density(bins, 'cpu')})
 
 
-def test_ghmc_with_one_bin_is_cross_entropy(monkeypatch):
-    monkeypatch.setattr(ghmc, 'density', None)
+def test_ghmc_with_one_bin_is_cross_entropy():
     logits, y = torch.randn(32, 10), torch.randint(0, 10, (32,))
-    torch.testing.assert_close(ghmc.ghmc_loss(logits, y, None, ghm_args(1)), F.cross_entropy(logits, y))
+    onehot = F.one_hot(y, 10).float()
+    torch.testing.assert_close(ghmc.loss(logits, onehot, None, ghm_run(1)), F.cross_entropy(logits, y))
     q = torch.softmax(torch.randn(32, 10), 1)  # soft targets too
-    torch.testing.assert_close(ghmc.ghmc_loss(logits, q, None, ghm_args(1)), F.cross_entropy(logits, q))
+    torch.testing.assert_close(ghmc.loss(logits, q, None, ghm_run(1)), F.cross_entropy(logits, q))
 
 
 def test_ghmc_weights_favour_rare_gradients():
@@ -114,18 +115,19 @@ def test_ghmc_weights_favour_rare_gradients():
     torch.testing.assert_close(0.5 * (p - F.one_hot(y, 3)).abs().sum(1), 1 - p[torch.arange(4), y])
 
 
-def test_ghmc_momentum_keeps_running_counts():
+def test_ghmc_momentum_keeps_running_counts_as_mmdet():
     state = ghmc.Density(4, 'cpu')
-    ghmc.ghm_weights(torch.tensor([0.1, 0.1, 0.9, 0.9]), 4, 0.75, state)
-    assert state.counts.tolist() == [2, 0, 0, 2]  # the first batch starts the counts
+    w = ghmc.ghm_weights(torch.tensor([0.1, 0.1, 0.9, 0.9]), 4, 0.75, state)
+    assert state.counts.tolist() == [0.5, 0, 0, 0.5]  # from 0: 0.25 x the first batch's counts
+    assert w.tolist() == [4 / (0.5 * 2)] * 4  # N / (R_bin * m), as mmdet's GHMC
     ghmc.ghm_weights(torch.tensor([0.1, 0.1, 0.1, 0.1]), 4, 0.75, state)
-    assert state.counts.tolist() == pytest.approx([0.75 * 2 + 0.25 * 4, 0, 0, 0.75 * 2])
+    assert state.counts.tolist() == pytest.approx([0.75 * 0.5 + 0.25 * 4, 0, 0, 0.5])  # an empty bin keeps its count
 
 
 def test_ghmc_trains_and_composes_with_soft_targets_but_not_with_another_loss(run_args, tmp_path):
     result = common.main(ghmc, run_args('--with', 'mixup', 'labelsmooth'))
     assert set(result['tricks']) == {'ghmc', 'mixup', 'labelsmooth'}
-    with pytest.raises(SystemExit, match=r'ghmc\.py and distill\.py both change criterion'):
+    with pytest.raises(SystemExit, match=r'ghmc\.py and distill\.py both replace the loss'):
         common.main(ghmc, run_args('--with', 'distill', out='x'))
 
 
@@ -133,7 +135,7 @@ def test_ghmc_trains_and_composes_with_soft_targets_but_not_with_another_loss(ru
 
 def test_init_xavier_flag_reaches_the_net_and_refuses_weights(run_args, tmp_path):
     args = SimpleNamespace(arch='resnet20', seed=0, weights=None, init='xavier')
-    net = common.build_model(args, [], 10, print)
+    net = common.build_net(args, [], 10, print)
     w = net.layer2[0].conv1.weight
     bound = (6 / (w[0].numel() + w.shape[0] * w[0, 0].numel())) ** 0.5
     assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound  # Xavier uniform, not Kaiming normal

@@ -1,9 +1,11 @@
 """run_all.sh (the smoke preset CI runs), its resumability, summarize.py, and DDP on CPU."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 
 import pytest
@@ -21,15 +23,20 @@ def smoke_data(tmp_path_factory):
     return make_folder(root / 'data', classes=3, per_class=8, test_per_class=4), root
 
 
-def run_all(root, data, out, rows=None, extra='', **popen):
-    env = dict(os.environ, DATA=str(data), OUT=str(out), EXTRA=f"--device cpu --cache-dir {root / 'cache'} {extra}")
+def run_all(root, data, out, rows=None, extra='', jobs=2, **popen):
+    env = dict(os.environ, DATA=str(data), OUT=str(out), EXTRA=f"--device cpu --cache-dir {root / 'cache'} {extra}",
+               JOBS=str(jobs), PYTHON=sys.executable)
     if rows:
         env['ROWS'] = rows
     return subprocess.Popen(['bash', 'run_all.sh', 'smoke'], cwd=REPO, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
 
 
-def test_smoke_preset_runs_every_row_and_writes_the_table(smoke_data):
+def log_row(path):
+    return json.loads((path / 'log.jsonl').read_text().splitlines()[-1])
+
+
+def test_smoke_preset_runs_every_row_two_at_a_time_and_writes_the_table(smoke_data):
     data, root = smoke_data
     out = root / 'runs'
     proc = run_all(root, data, out)
@@ -41,6 +48,20 @@ def test_smoke_preset_runs_every_row_and_writes_the_table(smoke_data):
         result = json.loads((out / row / 's0' / 'result.json').read_text())
         assert result['epochs'] == 1
     assert (out / 'teacher' / 's0' / 'model.pt').exists()
+    # two at a time: the teacher ran beside the first row, and only distill waited for it
+    assert '== teacher -> ' in output and '(job 2 of 2)' in output
+    began = {p.parent.name: p.stat().st_mtime for p in out.glob('*/s0.command')}
+    ended = {p.parent.parent.name: p.stat().st_mtime for p in out.glob('*/s0/result.json')}
+    assert began['baseline'] < ended['teacher'] and began['teacher'] < ended['baseline']  # at once
+    assert began['distill'] >= ended['teacher']
+    # one at a time gives the same figures (the same threads: each of two runs had one core)
+    alone = root / 'alone'
+    proc = run_all(root, data, alone, 'baseline mixup distill', extra='--threads 1', jobs=1)
+    output1, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0 and 'job ' not in output1, output1
+    for row in ('teacher', 'baseline', 'mixup', 'distill'):
+        a, b = log_row(out / row / 's0'), log_row(alone / row / 's0')
+        assert (a['train_loss'], a['test_loss'], a['test_acc']) == (b['train_loss'], b['test_loss'], b['test_acc'])
     table = (out / 'ablation-smoke.md').read_text()
     assert all(f"| {row} |" in table for row in rows)
     # a second invocation redoes nothing
@@ -82,8 +103,9 @@ def test_a_killed_run_all_finishes_without_redoing_finished_rows(smoke_data):
     deadline = time.time() + 300
     while time.time() < deadline and not list(out.glob('*/s0/result.json')):
         time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C does, as soon as the first row is done
-    proc.communicate(timeout=60)
+    os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C does, as soon as the first row is done, two runs in flight
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and 'run it again to carry on' in output, output
     finished = {p: p.stat().st_mtime_ns for p in out.glob('*/s0/result.json')}
     assert 1 <= len(finished) < 8
     again = run_all(root, data, out, rows)
@@ -148,3 +170,27 @@ def test_ddp_on_cpu_with_two_gloo_processes(tmp_path):
                              '--cache-dir', str(tmp_path / 'cache')])
     assert metrics['test_acc'] == pytest.approx(rows[-1]['test_acc'])
     assert metrics['test_loss'] == pytest.approx(rows[-1]['test_loss'], rel=1e-4)
+
+
+def test_the_gpu_check_runs_every_step_as_a_dry_run_on_the_cpu(smoke_data, tmp_path):
+    data, root = smoke_data
+    env = dict(os.environ, PYTHON=sys.executable, EXTRA=f"--cache-dir {root / 'cache'}")
+    proc = subprocess.run(['bash', 'benchmarks/gpu.sh', str(data), str(tmp_path / 'out'), '--dry-run'], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = (tmp_path / 'out' / 'summary.md').read_text()
+    assert proc.stdout.rstrip().endswith(summary.rstrip())  # the table comes last
+    cells = dict(line.strip('| ').split(' | ', 1) for line in summary.splitlines()[5:] if line.startswith('| '))
+    assert list(cells) == ['GPU tests', 'bench resnet20 fp32', 'bench resnet20 --amp', 'bench resnet20 --amp --compile',
+                           'bench 224 px --arch resnet18 --amp', 'one epoch at 224 px',
+                           'ResNet-20 --amp runs at a time', 'run_all.sh gpu-short']
+    assert 'skipped' in cells['GPU tests'] and 'a/b' in cells['bench 224 px --arch resnet18 --amp']
+    assert cells['one epoch at 224 px'].startswith('final test accuracy')
+    assert re.fullmatch(r'1: \d+ img/s; 2: \d+ img/s \(JOBS=[12]\)', cells['ResNet-20 --amp runs at a time'])
+    assert cells['run_all.sh gpu-short'].startswith('3 of 3 runs finished')
+    files = list((tmp_path / 'out').iterdir())
+    assert len(files) <= 8 and all(f.stat().st_size < 16 * 2**20 for f in files)
+    with tarfile.open(tmp_path / 'out' / 'gpu-short.tar.gz') as tar:
+        names = tar.getnames()
+    assert './baseline/s0/result.json' in names and './distill/s0/log.jsonl' in names
+    assert not [n for n in names if n.endswith('.pt')]  # no checkpoints

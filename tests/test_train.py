@@ -15,7 +15,8 @@ import common
 import cosine
 import evaluate
 import models
-from conftest import REPO
+from support import archive, flags
+from conftest import REPO, interrupted_in_epoch_2
 
 
 def test_one_epoch_on_synthetic_folder_writes_every_output(run_args, tmp_path, capsys):
@@ -54,22 +55,11 @@ def test_streaming_path_trains_the_same_way(run_args, tmp_path, capsys):
     assert 'streaming' in capsys.readouterr().out
 
 
-def test_resume_ends_where_the_uninterrupted_run_does(run_args, tmp_path, monkeypatch):
+def test_resume_ends_where_the_uninterrupted_run_does(run_args, tmp_path):
     flags = ('--epochs', '3', '--subset', '16')
     straight = common.main(baseline, run_args(*flags, out='straight'))
 
-    real_train_epoch, calls = common.train_epoch, []
-
-    def killed_in_epoch_2(*a, **k):  # dies before epoch 2 is checkpointed
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_train_epoch(*a, **k)
-
-    monkeypatch.setattr(common, 'train_epoch', killed_in_epoch_2)
-    with pytest.raises(SystemExit, match='interrupted: .* holds 1 of 3 epochs'):
-        common.main(baseline, run_args(*flags, out='killed'))
-    monkeypatch.setattr(common, 'train_epoch', real_train_epoch)
+    interrupted_in_epoch_2(baseline, run_args(*flags, out='killed'))  # dies before epoch 2 is checkpointed
     assert torch.load(tmp_path / 'killed' / 'last.pt', weights_only=True)['epoch'] == 1
     with pytest.raises(SystemExit, match='unfinished run'):
         common.main(baseline, run_args(*flags, out='killed'))
@@ -88,7 +78,7 @@ def test_resume_ends_where_the_uninterrupted_run_does(run_args, tmp_path, monkey
 def test_ctrl_c_while_saving_is_held_until_log_and_last_pt_are_both_written():
     done = []
     with pytest.raises(KeyboardInterrupt):
-        with common.ctrl_c_held():
+        with archive.ctrl_c_held():
             os.kill(os.getpid(), signal.SIGINT)  # delivered here: held, not raised
             done.append('log')
             done.append('last.pt')
@@ -137,7 +127,7 @@ def trick(name, tmp_path, source):
 
 @pytest.fixture
 def tricks_here(tmp_path, monkeypatch):
-    monkeypatch.setattr(common, 'HERE', tmp_path)
+    monkeypatch.setattr(flags, 'HERE', tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     return tmp_path
 
@@ -145,7 +135,7 @@ def tricks_here(tmp_path, monkeypatch):
 def test_hooks_compose_and_are_recorded(run_args, tricks_here, tmp_path):
     trick('halflr', tmp_path, "def add_args(p):\n    p.add_argument('--half', type=float, default=0.5)\n"
                               "def lr_factor(step, total, args):\n    return args.half\n")
-    trick('nodecay', tmp_path, "def add_args(p):\n    p.set_defaults(milestones=[])\n"
+    trick('nodecay', tmp_path, "DEFAULTS = {'milestones': []}\n"
                                "def param_groups(groups, model, args):\n"
                                "    return [dict(g, weight_decay=0.0) for g in groups]\n")
     result = common.main(baseline, run_args('--with', 'halflr', 'nodecay'))
@@ -156,17 +146,15 @@ def test_hooks_compose_and_are_recorded(run_args, tricks_here, tmp_path):
 
 def test_two_tricks_that_set_one_default_differently_stop_naming_both(run_args, tricks_here, tmp_path):
     trick('lossa', tmp_path, "import torch.nn.functional as F\n"
-                             "def mse(l, t, i, a):\n    return F.mse_loss(l, F.one_hot(t, l.shape[1]).float())\n"
-                             "def add_args(p):\n    p.set_defaults(criterion=mse)\n")
-    trick('lossb', tmp_path, "def l1(l, t, i, a):\n    return l.abs().mean()\n"
-                             "def add_args(p):\n    p.set_defaults(criterion=l1)\n")
-    with pytest.raises(SystemExit, match=r'lossa\.py and lossb\.py both change criterion'):
+                             "def loss(logits, targets, images, run):\n    return F.mse_loss(logits, targets)\n")
+    trick('lossb', tmp_path, "def loss(logits, targets, images, run):\n    return logits.abs().mean()\n")
+    with pytest.raises(SystemExit, match=r'lossa\.py and lossb\.py both replace the loss'):
         common.main(baseline, run_args('--with', 'lossa', 'lossb'))
 
 
 def test_two_tricks_with_different_flag_defaults_need_the_flag_on_the_command_line(run_args, tricks_here, tmp_path):
-    trick('lra', tmp_path, "def add_args(p):\n    p.set_defaults(lr=0.01)\n")
-    trick('lrb', tmp_path, "def add_args(p):\n    p.set_defaults(lr=0.001)\n")
+    trick('lra', tmp_path, "DEFAULTS = {'lr': 0.01}\n")
+    trick('lrb', tmp_path, "DEFAULTS = {'lr': 0.001}\n")
     with pytest.raises(SystemExit, match=r'lra\.py and lrb\.py both change lr \(0\.01 vs 0\.001\): pass --lr to choose'):
         common.main(baseline, run_args('--with', 'lra', 'lrb'))
     result = common.main(baseline, run_args('--with', 'lra', 'lrb', '--lr=0.02'))
@@ -184,8 +172,17 @@ def test_two_tricks_with_one_flag_or_one_model_switch_stop(run_args, tricks_here
         common.main(baseline, run_args('--with', 'vara', 'varb'))
 
 
+def test_a_trick_made_by_copying_mixup_works_alone_and_under_with(run_args, tricks_here, tmp_path):
+    (tmp_path / 'mymix.py').write_text((REPO / 'mixup.py').read_text())
+    result = common.main(cosine, run_args('--with', 'mymix', '--alpha', '0.4'))
+    assert result['tricks'] == {'cosine': {}, 'mymix': {'alpha': 0.4}}
+    alone = subprocess.run([sys.executable, str(tmp_path / 'mymix.py'), *run_args(out='alone')], cwd=REPO,
+                           env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=120)
+    assert alone.returncode == 0 and json.loads((tmp_path / 'alone' / 'result.json').read_text())['script'] == 'mymix'
+
+
 def test_unknown_trick_is_an_error(run_args):
-    with pytest.raises(SystemExit, match=r'baseline\.py defines no trick \(no hook\); choose from .*cosine'):
+    with pytest.raises(SystemExit, match=r'baseline\.py defines no trick; choose from .*cosine'):
         common.main(baseline, run_args('--with', 'baseline'))
     with pytest.raises(SystemExit, match=r'nosuch\.py is not a script here'):
         common.main(baseline, run_args('--with', 'nosuch'))
@@ -268,14 +265,14 @@ def test_resuming_another_runs_checkpoint_is_a_clear_error(run_args, tmp_path):
     (tmp_path / 'run' / 'result.json').unlink()
     with pytest.raises(SystemExit, match=r'was made by another command \(arch: resnet20 there, resnet32 here\)'):
         common.main(baseline, run_args('--epochs', '2', '--arch', 'resnet32', '--resume'))
-    # a last.pt from before it kept the command: judged by its arch, net options and tricks
-    state = torch.load(tmp_path / 'run' / 'last.pt', weights_only=True)
-    del state['args'], state['settings']
-    torch.save({**state, 'arch': 'resnet20', 'options': {'num_classes': 3}, 'tricks': []}, tmp_path / 'run' / 'last.pt')
-    with pytest.raises(SystemExit, match=r"another command \(arch, options, tricks: \('resnet20', .* there, \('resnet32'"):
-        common.main(baseline, run_args('--epochs', '2', '--arch', 'resnet32', '--resume'))
     assert common.main(baseline, run_args('--epochs', '2', '--resume'))['epochs'] == 2
+    # a checkpoint that does not say which command made it is not this run's
+    state = torch.load(tmp_path / 'run' / 'last.pt', weights_only=True)
+    del state['args']
     (tmp_path / 'run' / 'result.json').unlink()
+    torch.save(state, tmp_path / 'run' / 'last.pt')
+    with pytest.raises(SystemExit, match=r"made by another command \(a last.pt of another program\)"):
+        common.main(baseline, run_args('--epochs', '2', '--resume'))
     (tmp_path / 'run' / 'last.pt').write_bytes(b'garbage')
     with pytest.raises(SystemExit, match='cannot read'):
         common.main(baseline, run_args('--epochs', '2', '--resume'))

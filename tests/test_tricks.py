@@ -30,12 +30,12 @@ SCRIPTS = [baseline, warmup, zerogamma, nobiasdecay, largebatch, resnet_d, cosin
 
 def schedule(tricks, epochs=10, steps_per_epoch=20, **flags):
     """The lr at every step, as the loop computes it."""
-    args = SimpleNamespace(lr=0.1, epochs=epochs, milestones=[0.5, 0.75], warmup_epochs=None, batch_size=128)
-    for trick in tricks:  # apply the defaults the tricks set, then the flags
-        if trick is cosine:
-            args.milestones = []
-    vars(args).update(flags)
-    run = SimpleNamespace(args=args, tricks=tricks, total_steps=epochs * steps_per_epoch)
+    args = SimpleNamespace(**dict(dict(lr=0.1, epochs=epochs, milestones=[0.5, 0.75], warmup_epochs=None,
+                                       batch_size=128), **flags))
+    total = epochs * steps_per_epoch
+    run = SimpleNamespace(args=args, total_steps=total, hooks=lambda name: common.hooks(tricks, name),
+                          warmup_steps=common.replaced(tricks, 'warmup_steps', common.no_warmup)(total, args),
+                          schedule=common.replaced(tricks, 'schedule', common.step_decay))
     return [common.learning_rate(run, t) for t in range(run.total_steps)]
 
 
@@ -60,20 +60,23 @@ def test_warmup_default_is_five_epochs_but_at_most_a_tenth_of_the_run():
     assert warmup.warmup_steps(200, args) == 20  # 2 epochs: 10% of 20
 
 
-def test_cosine_matches_its_formula_and_ends_near_zero():
+def test_cosine_matches_its_formula_from_the_peak_to_zero():
     lr = schedule([cosine])
     total = len(lr)
     for t in (0, 1, 57, 100, total - 1):
-        assert lr[t] == pytest.approx(0.5 * (1 + math.cos(math.pi * t / total)) * 0.1)
-    assert lr[0] == pytest.approx(0.1) and lr[-1] < 1e-5
+        assert lr[t] == pytest.approx(0.5 * (1 + math.cos(math.pi * t / (total - 1))) * 0.1)
+    assert lr[0] == 0.1 and lr[-1] == pytest.approx(0, abs=1e-18)
     assert all(b < a for a, b in zip(lr, lr[1:]))  # no step decay left
 
 
-def test_cosine_composes_with_warmup():
-    lr = schedule([warmup, cosine], epochs=100, warmup_epochs=5)
-    for t in (0, 50, 99, 500, 1999):
-        ramp = min(1, (t + 1) / 100)
-        assert lr[t] == pytest.approx(0.1 * ramp * 0.5 * (1 + math.cos(math.pi * t / 2000)))
+def test_warmup_then_cosine_reaches_the_peak_exactly_and_ends_at_zero():
+    lr = schedule([warmup, cosine], epochs=100, warmup_epochs=5)  # 100 warmup steps of 2000
+    for t in range(100):
+        assert lr[t] == pytest.approx(0.1 * (t + 1) / 100)
+    assert lr[99] == 0.1 and lr[100] == 0.1  # the warmup ends at the peak, where the cosine starts
+    for t in (100, 101, 500, 1999):  # then the cosine over the remaining 1900 steps
+        assert lr[t] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * (t - 100) / 1899)))
+    assert lr[-1] == pytest.approx(0, abs=1e-18)
     assert lr == pytest.approx(schedule([cosine, warmup], epochs=100, warmup_epochs=5))  # order does not matter
 
 
@@ -105,8 +108,8 @@ def test_zero_gamma_makes_every_block_return_relu_of_its_shortcut(arch):
 
 def test_zero_gamma_draws_the_same_weights_otherwise_and_refuses_pretrained_weights():
     args = SimpleNamespace(arch='resnet20', seed=3, weights=None, init='default')
-    plain = common.build_model(args, [], 10, print)
-    zeroed = common.build_model(args, [zerogamma], 10, print)
+    plain = common.build_net(args, [], 10, print)
+    zeroed = common.build_net(args, [zerogamma], 10, print)
     differ = [k for k, v in plain.state_dict().items() if not torch.equal(v, zeroed.state_dict()[k])]
     assert differ and all(k.endswith('bn2.weight') for k in differ)
     with pytest.raises(SystemExit, match='from scratch'):
@@ -181,7 +184,7 @@ def soft_cross_entropy(logits, q):
 
 def test_label_smoothing_equals_torch_label_smoothing():
     logits, y = torch.randn(32, 10), torch.randint(0, 10, (32,))
-    q = labelsmooth.smooth(y, 0.1, 10)
+    q = labelsmooth.smooth(F.one_hot(y, 10).float(), 0.1)
     torch.testing.assert_close(q.sum(1), torch.ones(32))
     assert q[0, y[0]] == pytest.approx(1 - 0.1 + 0.01) and q.min() == pytest.approx(0.01)
     for loss in (soft_cross_entropy(logits, q), F.cross_entropy(logits, q)):
@@ -201,16 +204,16 @@ def test_mixup_with_lambda_one_is_plain_cross_entropy_and_mixes_convexly():
 
 
 def test_mixup_draws_lambda_per_batch_and_composes_with_label_smoothing():
-    args = SimpleNamespace(alpha=0.2, num_classes=5, smoothing=0.1)
+    args = SimpleNamespace(alpha=0.2, smoothing=0.1)
     x, y = torch.rand(8, 3, 4, 4), torch.randint(0, 5, (8,))
     torch.manual_seed(0)
-    mx, my = mixup.batch(x, y, args)
+    mx, my = mixup.batch(x, F.one_hot(y, 5).float(), args)
     lam = my[0, y[0]].item() if y[0] != y[-1] else None
     _, q = labelsmooth.batch(mx, my, args)
     torch.testing.assert_close(q.sum(1), torch.ones(8))
     # smoothing the mixed target = mixing the smoothed targets
     torch.manual_seed(0)
-    _, smoothed_then_mixed = mixup.batch(x, labelsmooth.smooth(y, 0.1, 5), args)
+    _, smoothed_then_mixed = mixup.batch(x, labelsmooth.smooth(F.one_hot(y, 5).float(), 0.1), args)
     torch.testing.assert_close(q, smoothed_then_mixed)
     assert lam is None or 0 <= lam <= 1
 
@@ -223,30 +226,31 @@ def teacher(run_args, tmp_path):
     return tmp_path / 'teacher' / 'model.pt'
 
 
-def distill_args(teacher, hard_weight=0.0):
-    return SimpleNamespace(teacher=str(teacher), teacher_arch=None, num_classes=3, temperature=4.0,
-                           hard_weight=hard_weight)
+def distill_run(teacher, hard_weight=0.0):
+    return SimpleNamespace(args=SimpleNamespace(teacher=str(teacher), teacher_arch=None, temperature=4.0,
+                                                hard_weight=hard_weight, soft_weight=1.0))
 
 
 def test_distillation_soft_loss_is_at_its_minimum_when_the_student_is_the_teacher(teacher):
-    args = distill_args(teacher)
-    net = distill.load_teacher(str(teacher), None, 3, 'cpu')
-    images, y = torch.randn(6, 3, 32, 32), torch.randint(0, 3, (6,))
+    run = distill_run(teacher)
+    net, _ = distill.load_teacher(str(teacher), None, 3, 'cpu')
+    images, y = torch.randn(6, 3, 32, 32), F.one_hot(torch.randint(0, 3, (6,)), 3).float()
     logits = net(images).detach().requires_grad_()
-    loss = distill.distillation_loss(logits, y, images, args)
+    loss = distill.loss(logits, y, images, run)
     assert loss.item() == pytest.approx(0, abs=1e-6)
     loss.backward()
     assert logits.grad.abs().max() < 1e-6
-    worse = distill.distillation_loss(logits.detach() + torch.randn(6, 3), y, images, args)
+    worse = distill.loss(logits.detach() + torch.randn(6, 3), y, images, run)
     assert worse > loss
 
 
 def test_distillation_trains_the_student_and_never_the_teacher(teacher, run_args, tmp_path):
     result = common.main(distill, run_args('--teacher', teacher, '--temperature', '4', out='student'))
-    net = distill.load_teacher(str(teacher), None, 3, 'cpu')
+    net, _ = distill.load_teacher(str(teacher), None, 3, 'cpu')
     assert all(p.grad is None and not p.requires_grad for p in net.parameters())
     assert not net.training
-    assert result['tricks']['distill']['criterion'] == 'distill.distillation_loss'
+    assert result['tricks']['distill']['temperature'] == 4.0
+    assert common.prepare(distill, run_args('--teacher', teacher, out='student2')).loss is distill.loss
     with pytest.raises(SystemExit, match='--teacher PATH is required'):
         common.main(distill, run_args(out='nope'))
 

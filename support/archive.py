@@ -1,0 +1,193 @@
+"""What a run writes and reads back: its folder, last.pt (to resume), log.jsonl, result.json and
+model.pt; the checks that keep one run from overwriting or resuming another; Ctrl-C while saving.
+
+Every write is whole or not at all (a temporary file, then a rename), and log.jsonl, last.pt and
+the interrupt message always agree on how many epochs are done.
+"""
+import contextlib
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+import models
+from support.flags import describe, fail
+
+# flags that change how a run is carried out, not what it computes: a finished run with other values is the same run
+RUNTIME_ONLY_FLAGS = {'data', 'device', 'threads', 'compile', 'out', 'resume', 'force', 'cache_dir', 'stream',
+                      'tensorboard', 'summary', 'with_', 'channels_last'}
+
+
+def run_dir(args):
+    name = '+'.join([args.script] + [w.removesuffix('.py') for w in args.with_])
+    return Path(args.out or f"runs/{name}-{args.arch}-{args.dataset}-s{args.seed}")
+
+
+def other_command(made_args, made_tricks, args, trick_flags):
+    """How a saved run's flags differ from this run's (runtime-only flags aside), in words; '' if they do not."""
+    made = {**made_args, 'tricks': made_tricks}
+    now = {**describe(vars(args)), 'tricks': describe(trick_flags)}
+    differ = sorted(k for k in now if k not in RUNTIME_ONLY_FLAGS and k in made and made[k] != now[k])
+    differ = [k for k in differ if k != 'tricks'] or differ  # a trick's flags say it already
+    return ', '.join(f"{k}: {made[k]} there, {now[k]} here" for k in differ[:3])
+
+
+def check_run_dir(out, args, trick_flags, rank):
+    """'done', 'resume' or 'fresh'; refuses to overwrite a run without --resume or --force."""
+    finished, unfinished = (out / 'result.json').exists(), (out / 'last.pt').exists()
+    if args.force:
+        if rank == 0:
+            for f in ('result.json', 'last.pt', 'model.pt', 'log.jsonl'):
+                (out / f).unlink(missing_ok=True)
+        return 'fresh'
+    if finished:
+        if not args.resume:
+            fail(f"{out} already holds a finished run: --resume skips it, --force overwrites it, or pick another --out")
+        made = json.loads((out / 'result.json').read_text())
+        what = other_command(made['args'], made['tricks'], args, trick_flags)
+        if what:
+            fail(f"{out} holds a finished run of another command ({what}): --force redoes it, or another --out")
+        return 'done'
+    if unfinished and not args.resume:
+        fail(f"{out} holds an unfinished run (last.pt): --resume continues it, --force starts over")
+    return 'resume' if unfinished else 'fresh'
+
+
+def read_result(out):
+    return json.loads((out / 'result.json').read_text())
+
+
+def save_atomic(obj, path):
+    tmp = path.with_suffix('.tmp')
+    torch.save(obj, tmp)
+    os.replace(tmp, path)  # a kill mid-write leaves the previous file whole
+
+
+def write_text_atomic(path, text):
+    tmp = path.with_suffix(path.suffix + '.tmp')
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def rng_state(run):
+    state = {'cpu': torch.get_rng_state(), 'data': run.gen.get_state()}
+    if run.device.type == 'cuda':
+        state['cuda'] = torch.cuda.get_rng_state(run.device)
+    if run.world > 1:  # each process augments with its own generator: keep them all
+        states = [None] * run.world
+        dist.all_gather_object(states, state['data'])
+        state['data'] = states
+    return state
+
+
+def set_rng_state(run, state):
+    torch.set_rng_state(state['cpu'])
+    run.gen.set_state(state['data'][run.rank] if isinstance(state['data'], list) else state['data'])
+    if 'cuda' in state and run.device.type == 'cuda':
+        torch.cuda.set_rng_state(state['cuda'], run.device)
+
+
+def checkpoint(run, epoch, best_val, wall_seconds):
+    """Everything an exact resume needs, and the command that made it."""
+    return {'epoch': epoch, 'wall_seconds': wall_seconds, 'model': run.net.state_dict(),
+            'extra': run.extra.state_dict(), 'optimizer': run.optimizer.state_dict(), 'scheduler': {'step': run.step},
+            'scaler': run.scaler.state_dict(), 'rng': rng_state(run), 'best_val_acc': best_val,
+            'args': describe(vars(run.args)), 'tricks': describe(run.trick_flags)}
+
+
+def resume(run, path):
+    """Restore a run from last.pt; returns (epochs done, best val acc, wall seconds so far)."""
+    try:
+        state = torch.load(path, map_location=run.device, weights_only=True)
+    except Exception as e:
+        fail(f"cannot read {path} ({e}): --force starts the run over")
+    what = other_command(state.get('args', {}), state.get('tricks'), run.args, run.trick_flags)
+    if what or 'args' not in state:
+        fail(f"{path} was made by another command ({what or 'a last.pt of another program'}): --force starts over, "
+             "or pick another --out")
+    try:
+        run.net.load_state_dict(state['model'])
+        run.extra.load_state_dict(state['extra'])
+        run.optimizer.load_state_dict(state['optimizer'])
+        run.scaler.load_state_dict(state['scaler'])
+    except (RuntimeError, ValueError, KeyError) as e:
+        fail(f"{path} does not fit this run ({str(e).splitlines()[0]}): --force starts over")
+    run.step = state['scheduler']['step']
+    set_rng_state(run, state['rng'])
+    return state['epoch'], state['best_val_acc'], state['wall_seconds']
+
+
+def read_log(path, upto):
+    """The log lines of epochs already checkpointed (a killed run may have logged one more)."""
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r['epoch'] <= upto]
+
+
+def save_epoch(run, rows, ckpt):
+    """log.jsonl and last.pt, written so that a Ctrl-C leaves both at the same epoch."""
+    with ctrl_c_held():
+        if run.rank == 0:
+            write_text_atomic(run.out / 'log.jsonl', ''.join(json.dumps(r) + '\n' for r in rows))
+            save_atomic(ckpt, run.out / 'last.pt')
+
+
+def save_result(run, result):
+    """model.pt and result.json, both or neither."""
+    with ctrl_c_held():
+        if run.rank == 0:
+            save_atomic(model_file(run), run.out / 'model.pt')
+            write_text_atomic(run.out / 'result.json', json.dumps(result, indent=2) + '\n')
+
+
+@contextlib.contextmanager
+def ctrl_c_held():
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block and raise it when the block ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            raise KeyboardInterrupt
+
+
+def model_file(run):
+    """What evaluate.py and distill.py need: arch, constructor switches, weights, preprocessing.
+
+    The tricks' state beside the net (EMA's average) goes under 'extra'."""
+    data, net = run.data, run.net
+    return {'arch': run.args.arch, 'options': net.options, 'state_dict': {k: v.cpu() for k, v in net.state_dict().items()},
+            'extra': {k: v.cpu() for k, v in run.extra.state_dict().items()}, 'classes': list(data.classes),
+            'image_size': data.image_size, 'test_image_size': data.test_image_size, 'load_size': data.load_size,
+            'test_load_size': data.test_load_size, 'mean': data.mean.flatten().tolist(),
+            'std': data.std.flatten().tolist(), 'dataset': data.dataset}
+
+
+def load_model_file(path):
+    """A model.pt of this repo as a dict, or one clear line saying what the file is instead."""
+    try:
+        saved = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        fail(f"cannot read {path} ({str(e).splitlines()[0]})")
+    if not (isinstance(saved, dict) and 'state_dict' in saved and 'arch' in saved):
+        what = "a run's last.pt, a checkpoint" if isinstance(saved, dict) and 'optimizer' in saved else "no arch in it"
+        fail(f"{path} is not a model.pt of this repo ({what}): pass a run's model.pt")
+    return saved
+
+
+def build_from_file(saved):
+    """The net a model.pt describes, with its weights."""
+    options = dict(saved['options'])
+    net = models.build(saved['arch'], options.pop('num_classes'), **options)
+    net.load_state_dict(saved['state_dict'])
+    return net

@@ -1,0 +1,228 @@
+"""The command line: the loop's flags, the tricks' flags, and the rules by which tricks compose.
+
+A script's tricks are the script itself (when it defines any of the contract's names, see
+common.py) and each module named by `--with`. They compose in that order. Two of them cannot be
+combined when they
+- define the same flag (largebatch.py and warmup.py both define --warmup-epochs),
+- both define one of the replacing functions (two losses: ghmc.py and distill.py), or
+- set one default of the loop to two values in their DEFAULTS, unless that flag is given on the
+  command line, which settles it (pretrained.py's lr 0.01 and adamw.py's 0.001: pass --lr).
+The run then stops with one line naming both.
+"""
+import argparse
+import importlib
+import math
+import sys
+from pathlib import Path
+
+import models
+
+HERE = Path(__file__).resolve().parents[1]  # the folder of the scripts
+REPLACING = {'loss': 'the loss', 'optimizer': 'the optimizer', 'schedule': 'the lr schedule',
+             'evaluate': 'the evaluation', 'warmup_steps': 'the warmup'}
+CONTRACT = ('add_args', 'DEFAULTS', 'model', 'param_groups', 'lr_factor', 'batch', 'start', 'after_step', *REPLACING)
+
+
+def fail(message):
+    """Stop the run with one line naming the cause and the fix."""
+    raise SystemExit(f"error: {message}")
+
+
+def plural(n, word):
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+# ---------------------------------------------------------------- flag values
+
+def at_least(minimum, kind=int):
+    def parse(text):
+        value = kind(text)
+        if not math.isfinite(value) or value < minimum:
+            what = 'a finite number ' if kind is float else ''
+            raise argparse.ArgumentTypeError(f"must be {what}>= {minimum}, got {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names it in "invalid int value: 'x'"
+    return parse
+
+
+def between(low, high, low_open=False, high_open=False):
+    """A float in the interval from low to high; `open` ends exclude their bound."""
+    def parse(text):
+        value = float(text)
+        if not (low < value if low_open else low <= value) or not (value < high if high_open else value <= high):
+            raise argparse.ArgumentTypeError(f"must be in {'(' if low_open else '['}{low}, {high}"
+                                             f"{')' if high_open else ']'}, got {text}")
+        return value
+    parse.__name__ = 'float'
+    return parse
+
+
+fraction = between(0, 1, high_open=True)                       # [0, 1): momentum, val split, smoothing
+positive_fraction = between(0, 1, low_open=True, high_open=True)
+unit_interval = between(0, 1)                                  # [0, 1]: a probability, a weight
+
+
+def positive_float(text):
+    value = float(text)
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+class Parser(argparse.ArgumentParser):
+    def __init__(self, **kwargs):
+        super().__init__(allow_abbrev=False, **kwargs)  # --weight-d is not --weight-decay: flags are checked by name
+
+    def error(self, message):  # one line, not the whole usage block
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class Flags:
+    """What add_args gets: add_argument, which also records who defines which flag."""
+
+    def __init__(self, group, owner, owners):
+        self.group, self.owner, self.owners, self.dests = group, owner, owners, []
+
+    def add_argument(self, *names, **kwargs):
+        for name in names:
+            if name in self.owners:
+                fail(f"{self.owners[name][0]} and {self.owner} both define {name}: they cannot be combined")
+        action = self.group.add_argument(*names, **kwargs)
+        self.owners.update({name: (self.owner, action.dest) for name in names})
+        self.dests.append(action.dest)
+        return action
+
+
+def add_loop_flags(flags):
+    """The flags every script shares. The baseline recipe's defaults live here and only here."""
+    a = flags.add_argument
+    a('--data', default='data', metavar='DIR',
+      help='CIFAR is downloaded here if missing; or an ImageFolder tree with train/ and test/ (or val/)')
+    a('--dataset', choices=('cifar10', 'cifar100', 'folder'),
+      help='default: folder when DIR holds class folders under train/ (or seg_train/), else cifar10')
+    a('--arch', choices=models.ARCHS, help='default: resnet20 for images up to 64 px, resnet18 above')
+    a('--epochs', type=at_least(1), default=30, help='training epochs (default: %(default)s)')
+    a('--batch-size', type=at_least(1), default=128,
+      help='global batch size, split across processes under torchrun (default: %(default)s)')
+    a('--lr', type=positive_float, default=0.1, help='peak learning rate (default: %(default)s, for batch 128)')
+    a('--momentum', type=fraction, default=0.9, help='SGD momentum (default: %(default)s)')
+    a('--nesterov', action='store_true', help='Nesterov momentum')
+    a('--weight-decay', type=at_least(0.0, float), default=5e-4, help='weight decay (default: %(default)s)')
+    a('--milestones', type=positive_fraction, nargs='*', default=[0.5, 0.75], metavar='F',
+      help='step decay: multiply the lr by 0.1 at these fractions of training (default: 0.5 0.75)')
+    a('--seed', type=int, default=0, help='random seed (default: %(default)s)')
+    a('--device', default='auto', help='auto (cuda, then mps, else cpu), cpu, cuda, cuda:1, mps')
+    a('--threads', type=at_least(1), help='CPU threads for PyTorch (default: all cores)')
+    a('--amp', nargs='?', const='auto', choices=('auto', 'fp16', 'bf16'),
+      help='mixed precision; auto: bf16 where the device has it (CUDA from Ampere on, a CPU with AVX512-BF16 or '
+           'AMX), else fp16 + grad scaler on CUDA; fp16 or bf16 to choose')
+    a('--channels-last', action=argparse.BooleanOptionalAction, default=True,
+      help='channels_last memory format (default: on; faster for these convnets, see docs/results.md)')
+    a('--compile', nargs='?', const='default', choices=('default', 'reduce-overhead', 'max-autotune'),
+      help="torch.compile the model, in this mode (default: torch.compile's own; reduce-overhead uses CUDA graphs)")
+    a('--subset', type=at_least(1), metavar='N', help='train on N images only, for quick runs')
+    a('--test-subset', type=at_least(1), metavar='N', help='test on N images only, for quick runs')
+    a('--val-split', type=fraction, default=0.0, metavar='F',
+      help='hold out this fraction of train for model selection (val_acc); the same images in every run')
+    a('--image-size', type=at_least(8), metavar='S',
+      help='folder data: training size in px (default: the images own size up to 64 px, else 224)')
+    a('--color-jitter', type=fraction, default=0.0, metavar='S',
+      help='scale brightness, contrast, saturation by U(1-S, 1+S) per image (the paper: 0.4; default: off)')
+    a('--lighting', type=at_least(0.0, float), default=0.0, metavar='STD',
+      help="AlexNet's PCA lighting noise with this std (the paper: 0.1; default: off)")
+    a('--test-scale', type=positive_float, default=1.0, metavar='F',
+      help='folder data: test at F x the training size (FixRes; default: %(default)s)')
+    a('--init', choices=('default', 'xavier'), default='default',
+      help="weight init: the nets' own (Kaiming normal for the ResNets) or xavier, the paper's baseline "
+           '(Xavier uniform for conv and linear weights)')
+    a('--weights', metavar='NAME|PATH', help='start from these weights: a torchvision name such as '
+      'IMAGENET1K_V1 (downloads) or a state-dict file (offline)')
+    a('--out', metavar='DIR', help='run directory (default: runs/<script>[+<with>...]-<arch>-<dataset>-s<seed>)')
+    a('--resume', action='store_true', help='continue from DIR/last.pt; skip a finished run')
+    a('--force', action='store_true', help='overwrite a finished or unfinished run in DIR')
+    a('--cache-dir', metavar='DIR', help='where decoded folder data sets are cached (default: ~/.cache/bag-of-tricks)')
+    a('--stream', action='store_true', help='stream folder data through DataLoader workers even if it fits in memory')
+    a('--tensorboard', action='store_true', help='also log the per-epoch figures for TensorBoard, in DIR/tensorboard')
+    a('--summary', action='store_true', help="print each layer's output shape and parameter count before training")
+    a('--with', dest='with_', nargs='+', default=[], metavar='NAME', help='also switch on the tricks of NAME.py')
+
+
+def trick_name(module):
+    return Path(module.__file__).stem
+
+
+def defines_a_trick(module):
+    return any(hasattr(module, name) for name in CONTRACT)
+
+
+def import_tricks(script, argv):
+    """The script's module and the --with modules, in that order (those that define a trick)."""
+    names = []
+    for i, arg in enumerate(argv):  # --with A B ...: the words after it, up to the next flag
+        if arg.startswith('--with='):
+            names.append(arg.split('=', 1)[1])
+        elif arg == '--with':
+            for word in argv[i + 1:]:
+                if word.startswith('-'):
+                    break
+                names.append(word)
+    tricks = [script]
+    for name in names:
+        name = name.removesuffix('.py')
+        module = importlib.import_module(name) if (HERE / f'{name}.py').exists() else None
+        if module is None or not defines_a_trick(module):
+            choices = sorted(p.stem for p in HERE.glob('*.py') if p.stem != 'common' and
+                             any(f'def {n}(' in p.read_text() or f'{n} =' in p.read_text() for n in CONTRACT))
+            what = 'defines no trick' if module else 'is not a script here'
+            fail(f"--with {name}: {name}.py {what}; choose from {', '.join(choices)}")
+        if name in map(trick_name, tricks):
+            fail(f"--with {name}: {name} is already on")
+        tricks.append(module)
+    return [t for t in tricks if defines_a_trick(t)]
+
+
+def parse(script, argv):
+    """(args, tricks, trick_flags): the flags of the loop and of every trick, once the tricks are
+    known to compose. trick_flags holds, per trick, its flags and the defaults it changed."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    tricks = import_tricks(script, argv)
+    parser = Parser(prog=f'{trick_name(script)}.py', description=script.__doc__,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    owners = {}  # option string -> (the file that defines it, its dest)
+    add_loop_flags(Flags(parser, 'common.py', owners))
+    own = {}
+    for trick in tricks:
+        flags = Flags(parser.add_argument_group(f'{trick_name(trick)}.py'), f'{trick_name(trick)}.py', owners)
+        if hasattr(trick, 'add_args'):
+            trick.add_args(flags)
+        own[trick_name(trick)] = flags.dests
+    for name, what in REPLACING.items():
+        defined = [f'{trick_name(t)}.py' for t in tricks if hasattr(t, name)]
+        if len(defined) > 1:
+            fail(f"{' and '.join(defined)} both replace {what} ({name}): they cannot be combined")
+    flag_of = {dest: option for option, (_, dest) in owners.items() if option.startswith('--')}
+    defaults, set_by = {}, {}
+    for trick in tricks:
+        name = trick_name(trick)
+        for dest, value in getattr(trick, 'DEFAULTS', {}).items():
+            if dest not in flag_of:
+                fail(f"{name}.py: DEFAULTS names {dest!r}, which is no flag of the loop or of a trick")
+            given = any(a == flag_of[dest] or a.startswith(flag_of[dest] + '=') for a in argv)
+            if dest in defaults and defaults[dest] != value and not given:
+                fail(f"{set_by[dest]}.py and {name}.py both change {dest} ({describe(defaults[dest])} vs "
+                     f"{describe(value)}): pass {flag_of[dest]} to choose")
+            defaults[dest], set_by[dest] = value, name
+            own[name].append(dest)
+    parser.set_defaults(**defaults)
+    args = parser.parse_args(argv)
+    args.script = trick_name(script)
+    return args, tricks, {trick_name(t): {d: getattr(args, d) for d in own[trick_name(t)]} for t in tricks}
+
+
+def describe(value):
+    """A value as result.json and error messages show it."""
+    if isinstance(value, (list, tuple)):
+        return [describe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: describe(v) for k, v in value.items()}
+    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)

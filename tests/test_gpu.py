@@ -1,0 +1,107 @@
+"""The CUDA paths, one test each (skipped without a GPU; benchmarks/gpu.sh runs them on one):
+fp16 + grad scaler, bf16, --compile, channels_last, data held on the GPU, --resume, a GPU-trained
+model.pt on a CPU-only machine, and two runs at once on one GPU."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import baseline
+import common
+import evaluate
+from conftest import REPO, interrupted_in_epoch_2
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture
+def cifar_args(cifar_copy, tmp_path):
+    """argv for a short run on 1,000 real CIFAR-10 images (300 test) on the GPU."""
+    def argv(*extra, out='run'):
+        return ['--data', str(cifar_copy), '--epochs', '3', '--batch-size', '50', '--device', 'cuda',
+                '--cache-dir', str(tmp_path / 'cache'), '--out', str(tmp_path / out), *map(str, extra)]
+    return argv
+
+
+def log_rows(path):
+    return [json.loads(line) for line in (path / 'log.jsonl').read_text().splitlines()]
+
+
+@pytest.fixture(scope='module')
+def fp32_acc(cifar_copy, tmp_path_factory):
+    """The fp32 reference: 3 epochs on the GPU reach 25-35% here; half precision must land within noise."""
+    tmp = tmp_path_factory.mktemp('fp32')
+    result = common.main(baseline, ['--data', str(cifar_copy), '--epochs', '3', '--batch-size', '50', '--device',
+                                    'cuda', '--cache-dir', str(tmp / 'cache'), '--out', str(tmp / 'run')])
+    return result['final_test_acc']
+
+
+@pytest.mark.parametrize('dtype, scaled', [('fp16', True), ('bf16', False)])
+def test_half_precision_trains_like_fp32(dtype, scaled, cifar_args, tmp_path, fp32_acc, capsys):
+    result = common.main(baseline, cifar_args('--amp', dtype))
+    assert f'amp {"float16" if dtype == "fp16" else "bfloat16"}' in capsys.readouterr().out
+    rows = log_rows(tmp_path / 'run')
+    assert all(torch.isfinite(torch.tensor(r['train_loss'])) for r in rows)
+    assert rows[-1]['train_loss'] < rows[0]['train_loss']
+    assert abs(result['final_test_acc'] - fp32_acc) < 8  # 300 test images, 3 epochs: a few points of noise
+    scaler = torch.load(tmp_path / 'run' / 'last.pt', weights_only=True)['scaler']
+    assert bool(scaler) == scaled  # GradScaler's state only where fp16 needs it
+
+
+@pytest.mark.parametrize('mode', ['default', 'reduce-overhead'])
+def test_compile_trains_and_its_model_pt_loads_uncompiled(mode, cifar_args, tmp_path, fp32_acc):
+    result = common.main(baseline, cifar_args('--amp', '--compile', mode))
+    assert abs(result['final_test_acc'] - fp32_acc) < 8
+    metrics = evaluate.main([str(tmp_path / 'run' / 'model.pt'), '--data', cifar_args()[1], '--device', 'cuda',
+                             '--cache-dir', str(tmp_path / 'cache')])
+    assert metrics['test_acc'] == pytest.approx(result['final_test_acc'], abs=1.0)  # amp vs fp32 evaluation
+
+
+@pytest.mark.parametrize('channels_last', [True, False])
+def test_data_stays_on_the_gpu_in_the_memory_format_asked_for(channels_last, cifar_args):
+    flag = '--channels-last' if channels_last else '--no-channels-last'
+    run = common.prepare(baseline, cifar_args(flag))
+    assert run.data.train.images.device.type == 'cuda' and run.data.train.images.dtype == torch.uint8
+    x, targets = next(common.train_batches(run, 0))
+    assert x.device.type == 'cuda' and targets.device.type == 'cuda'
+    assert x.is_contiguous(memory_format=torch.channels_last) == channels_last
+    conv = run.net.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) == channels_last
+    loss = common.train_step(run, x, targets)
+    assert loss.device.type == 'cuda' and torch.isfinite(loss)
+
+
+def test_resume_on_the_gpu(cifar_args, tmp_path):
+    straight = common.main(baseline, cifar_args('--amp', out='straight'))
+    interrupted_in_epoch_2(baseline, cifar_args('--amp', out='killed'))
+    resumed = common.main(baseline, cifar_args('--amp', '--resume', out='killed'))
+    assert [r['epoch'] for r in log_rows(tmp_path / 'killed')] == [1, 2, 3]
+    # cuDNN's autotuned kernels are not bit-reproducible: the same run, within noise
+    assert abs(resumed['final_test_acc'] - straight['final_test_acc']) < 8
+
+
+def test_a_gpu_trained_model_is_evaluated_on_a_cpu_only_machine(cifar_args, tmp_path):
+    common.main(baseline, cifar_args('--amp'))
+    row = log_rows(tmp_path / 'run')[-1]
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES='')  # no GPU visible, as on a laptop
+    proc = subprocess.run([sys.executable, 'evaluate.py', str(tmp_path / 'run' / 'model.pt'), '--data',
+                           cifar_args()[1], '--device', 'cpu', '--cache-dir', str(tmp_path / 'cache')],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    accuracy = float(proc.stdout.strip().splitlines()[-1].split()[-1].rstrip('%'))
+    assert accuracy == pytest.approx(row['test_acc'], abs=1.0)  # the GPU evaluated under autocast
+
+
+def test_two_runs_at_once_on_one_gpu(cifar_copy, tmp_path):
+    env = dict(os.environ, DATA=str(cifar_copy), OUT=str(tmp_path / 'runs'), ROWS='baseline mixup', JOBS='2',
+               PYTHON=sys.executable, EXTRA=f"--cache-dir {tmp_path / 'cache'} --epochs 1 --batch-size 50 --amp")
+    proc = subprocess.run(['bash', 'run_all.sh', 'smoke'], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert '(GPU 0, job 2 of 2)' in proc.stdout
+    for row in ('baseline', 'mixup'):
+        result = json.loads((tmp_path / 'runs' / row / 's0' / 'result.json').read_text())
+        assert result['device'].startswith('cuda') and result['script'] == row
