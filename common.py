@@ -17,8 +17,6 @@ A trick is a module; the loop calls the functions it defines, found by name. Eac
     param_groups(groups, net, args) -> groups
                                           the optimizer's parameter groups; a group may carry
                                           'lr_scale', a factor on its lr
-    warmup_steps(total_steps, args) -> W  ramp the lr up linearly over the first W steps; the
-                                          schedule then runs over the steps after them
     lr_factor(step, total_steps, args) -> factor on the lr at this step (0-based, per iteration)
     batch(images, targets, args) -> images, targets
                                           change a training batch: float N x 3 x S x S images in
@@ -33,8 +31,11 @@ and these, which replace the loop's own (two tricks that define the same one can
 
     loss(logits, targets, images, run) -> loss       default: cross_entropy below
     optimizer(param_groups, args) -> optimizer       default: sgd
-    schedule(step, total_steps, args) -> factor      default: step_decay
+    schedule(step, total_steps, args) -> factor      default: step_decay (a factor on the peak lr)
     evaluate(run, split, index, name) -> metrics     default: evaluate
+    warmup_steps(total_steps, args) -> W             default: 0; the lr climbs linearly to its peak
+                                                     over W steps, then the schedule runs over
+                                                     the steps after them
 
 Tricks compose in the order they are named (the script, then --with's): flags add up, model,
 param_groups and batch chain, lr factors multiply.
@@ -137,18 +138,18 @@ def learning_rate(run, step):
 
 def train_batches(run, epoch):
     """This process's share of each global batch: augmented, through the tricks, normalised."""
-    d, args = run.data, run.args
+    images_in, args = run.data, run.args
     shuffle = torch.Generator().manual_seed(args.seed * 100_003 + epoch)  # the same on every process
-    order = d.train_index[torch.randperm(len(d.train_index), generator=shuffle)]
-    order = order.to(d.train.labels.device)  # one copy per epoch: a copy per batch would wait for the GPU
+    order = images_in.train_index[torch.randperm(len(images_in.train_index), generator=shuffle)]
+    order = order.to(images_in.train.labels.device)  # one copy per epoch: a copy per batch would wait for the GPU
     share = args.batch_size // run.world
-    starts = [s * args.batch_size + run.rank * share for s in range(run.steps_per_epoch)]
-    for images, labels in d.train.batches(order[s:s + share] for s in starts):
-        images = data.train_view(images, d.image_size, run.gen, args.color_jitter, args.lighting)
-        targets = F.one_hot(labels, len(d.classes)).float()
+    starts = [step * args.batch_size + run.rank * share for step in range(run.steps_per_epoch)]
+    for images, labels in images_in.train.batches(order[start:start + share] for start in starts):
+        images = data.train_view(images, images_in.image_size, run.gen, args.color_jitter, args.lighting)
+        targets = F.one_hot(labels, len(images_in.classes)).float()
         for batch in run.hooks('batch'):
             images, targets = batch(images, targets, args)
-        images = d.normalize(images)
+        images = images_in.normalize(images)
         if args.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         yield images, targets
@@ -232,7 +233,7 @@ def build_net(args, tricks, num_classes, log):
     """The net, changed by the tricks' model functions, then initialised or loaded with --weights."""
     try:
         torch.manual_seed(args.seed)
-        net, changed_by = models.build(args.arch, num_classes), {}
+        net, changed_by = models.build(args.arch, num_classes, **models.size_options(args.arch, args.image_size)), {}
         for trick in [t for t in tricks if hasattr(t, 'model')]:
             before = dict(getattr(net, 'options', {}))
             torch.manual_seed(args.seed)  # a net rebuilt by a trick draws the same initial weights

@@ -118,14 +118,18 @@ def decode(path, size, square):
     """One image as uint8 3 x L x L: any mode to RGB, resized (square: stretched) to size.
 
     square=None keeps the image as it is."""
-    from torchvision.io import ImageReadMode, decode_image, read_file
+    import torchvision.io
     from torchvision.transforms.v2 import functional as TF
     try:
-        img = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+        img = torchvision.io.decode_image(torchvision.io.read_file(str(path)), mode=torchvision.io.ImageReadMode.RGB)
     except Exception as e:
+        if str(path).lower().endswith('.webp') and not hasattr(torchvision.io, 'decode_webp'):
+            raise DataError(f"cannot decode image {path}: WebP needs torchvision 0.20 or later") from None
         raise DataError(f"cannot decode image {path} ({e}): delete or replace the file") from None
     if img.ndim == 4:  # an animated GIF: its first frame
         img = img[0]
+    if img.dtype != torch.uint8:  # a 16-bit PNG: scaled to 8 bits (a plain copy would wrap around)
+        img = TF.to_dtype(img, torch.uint8, scale=True)
     if square is None:
         return img
     if square:

@@ -6,7 +6,8 @@ Each BN and the ReLU after it become one layer whose statistics are each sample'
 
 the variance taken per sample over each group of C/G channels (G = 32, or fewer where the
 layer has fewer channels) and all positions; v and gamma start at 1, beta at 0. A BN that no
-ReLU follows (a block's last, a shortcut's) becomes y = x / group_std(x) * gamma + beta. The
+ReLU follows (a block's last, a shortcut's) becomes y = x / group_std(x) * gamma + beta (timm's
+is gamma x + beta alone: see models/evonorm.py). The
 ReLU after each residual addition stays. Nothing depends on the batch (but for the BN of an
 SK unit's attention, which stays): no running averages, the same function in training and at
 test time, at any batch size.

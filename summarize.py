@@ -32,6 +32,9 @@ PAPER = {
     'all': '+3.28 (75.87 -> 79.15, all but distillation; Tables 4-6)',
     'cutmix': '+2.28 (76.32 -> 78.60; Yun et al. Table 3)',
     'randaugment': '+1.3 (76.3 -> 77.6; Cubuk et al.)',
+    # CIFAR-10, ResNet-18, 90 epochs, siahuat0727/bag-of-tricks (one run each, the best epoch's accuracy)
+    'warmup5': '+0.08 (93.10 -> 93.18; siahuat0727)', 'mixup0.3': '+0.67 (93.10 -> 93.77; siahuat0727)',
+    'all4': '+1.53 (93.10 -> 94.63; siahuat0727)',
     # Kaggle Intel, ImageNet-pretrained ResNet-50, hoya012's table (test accuracy, one run each)
     'scratch': '86.47', 'pretrained': '89.07', '+adam': '94.13', '+warmup': '94.57', '+cosine': '94.20',
     '+ls': '93.67', '+mixup': '94.03', 'fixres': '-',

@@ -7,7 +7,9 @@ grows the lr over the first W iterations (W = warmup_epochs x steps per epoch):
 
 so the first step already trains (eta / W > 0) and step W-1 runs at the full eta. Stepped per
 iteration, never per epoch. The schedule after it (the baseline's step decay, or cosine.py's
-cosine) starts at the peak and spans the steps after the warmup.
+cosine) starts at the peak and spans the steps after the warmup: the step decay's milestones
+are fractions of those steps (gluon-cv keeps absolute epochs: with 5 of 200 epochs of warmup,
+0.5 falls at epoch 102.5 here, 100 there).
 
 Flag: --warmup-epochs E (default 5, but never more than 10% of a shorter run).
 Paper (ResNet-50 on ImageNet, batch 1024): 75.17 -> 75.93 top-1 (Table 4).

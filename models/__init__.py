@@ -66,6 +66,12 @@ def torchvision_net(arch, num_classes, zero_init_residual=False, variant='', nor
         return getattr(torchvision.models, TORCHVISION_NAMES[arch])(num_classes=num_classes)
 
 
+def size_options(arch, image_size):
+    """The switches an arch takes for images of this size: this repo's ImageNet-style ResNets get
+    the CIFAR stem (3x3, stride 1, no max-pool) for images up to 64 px."""
+    return {'stem': 'cifar'} if arch in IMAGENET_ARCHS + SK_ARCHS and image_size <= 64 else {}
+
+
 def rebuild(model, **changes):
     """A fresh net of the same arch with some constructor switches changed."""
     options = dict(model.options, **changes)

@@ -8,6 +8,9 @@ batch statistics, no running averages):
 group_std(x) = sqrt(Var(x) + eps), the variance taken per sample over each group of C/G
 channels and all H x W positions (as GroupNorm, but x is not centred). Without the activation
 (apply_act=False, in place of a BN that no ReLU follows): y = x / group_std(x) * gamma + beta.
+That keeps a normalisation where the net had one; timm's EvoNorm2dS0 with apply_act=False is
+gamma * x + beta alone (no division), and the paper defines S0 only with its activation, so the
+choice here is this repo's: a net built with norm='evonorm' differs from timm's in those layers.
 v and gamma start at 1, beta at 0, all of shape (1, C, 1, 1); gamma and beta are named
 `weight` and `bias` as in a BN (and in timm), so zero gamma (`last_bn().weight`) works on
 either norm. A layer without activation has no v (an unused parameter would

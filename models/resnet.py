@@ -1,4 +1,4 @@
-"""ImageNet-style ResNet-18/34/50 for folder data (He et al. 2016), with the paper's tweaks.
+"""ImageNet-style ResNet-18/34/50 (He et al. 2016), with the paper's tweaks, and their CIFAR form.
 
 Weight names match torchvision's `resnet18/34/50`, so a torchvision state dict loads by
 name (`--weights PATH`, or a torchvision weight name where a download is possible).
@@ -11,7 +11,12 @@ Constructor switches for the tricks (Bag of Tricks, section 4; gluon-cv's resnet
 - variant='C' is B plus a deep stem: three 3x3 convs (32, 32, 64 channels) in place of the
   7x7 conv.
 - variant='D' is C plus, in a downsampling shortcut, a 2x2 average pool (ceil_mode,
-  count_include_pad=False) before a stride-1 1x1 conv (timm's resnet50d layout and names).
+  count_include_pad=False) before a stride-1 1x1 conv: timm's resnet50d layout and weight names
+  (a shortcut of stride 1, layer1.0's in a ResNet-50, holds an Identity where the pool goes).
+- stem='cifar' (chosen for images up to 64 px) is the CIFAR ResNet of kuangliu/pytorch-cifar:
+  the stem is one 3x3 conv of stride 1 and no max-pool, so a 32-px image reaches the first
+  block whole (the ImageNet stem would leave 8x8). ResNet-18 has 11,173,962 parameters with 10
+  classes. With 'C' and 'D' its deep stem has stride 1 too.
 - zero_init_residual: the gamma of each block's last BN starts at 0 (zerogamma.py).
 - norm='evonorm': every BN that a ReLU follows, and that ReLU, become one EvoNorm-S0 layer;
   every other BN (a block's last, a shortcut's) an EvoNorm-S0 without activation. The ReLU
@@ -38,8 +43,8 @@ def conv(cin, cout, kernel, stride=1):
 
 
 def shortcut(cin, cout, stride, variant, norm):
-    if variant == 'D' and stride != 1:
-        pool = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False)
+    if variant == 'D':
+        pool = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False) if stride != 1 else nn.Identity()
         return nn.Sequential(pool, conv(cin, cout, 1), norm_only(norm, cout))
     return nn.Sequential(conv(cin, cout, 1, stride), norm_only(norm, cout))
 
@@ -92,22 +97,26 @@ LAYOUTS = {'resnet18': (BasicBlock, (2, 2, 2, 2)), 'resnet34': (BasicBlock, (3, 
 
 
 class ResNet(nn.Module):
-    def __init__(self, block, layers, num_classes=1000, zero_init_residual=False, variant='', norm='bn'):
+    def __init__(self, block, layers, num_classes=1000, zero_init_residual=False, variant='', norm='bn',
+                 stem='imagenet'):
         super().__init__()
         check_norm(norm)
+        if stem not in ('imagenet', 'cifar'):
+            raise ValueError(f"stem {stem!r} does not exist (choose imagenet or cifar)")
+        first = 2 if stem == 'imagenet' else 1
         if variant not in VARIANTS:
             raise ValueError(f"variant {variant!r} does not exist (choose B, C or D)")
         if variant == 'B' and block is BasicBlock:
             raise ValueError("ResNet-B moves a bottleneck's stride from its 1x1 to its 3x3 conv;"
                              " ResNet-18/34 have basic blocks with no 1x1 conv (use C or D, or resnet50)")
         if variant in ('C', 'D'):  # deep stem, timm's names: conv1.0/.1/.3/.4/.6
-            self.conv1 = nn.Sequential(conv(3, 32, 3, 2), *norm_act(norm, 32),
+            self.conv1 = nn.Sequential(conv(3, 32, 3, first), *norm_act(norm, 32),
                                        conv(32, 32, 3), *norm_act(norm, 32),
                                        conv(32, 64, 3))
         else:
-            self.conv1 = conv(3, 64, 7, 2)
+            self.conv1 = conv(3, 64, 7, 2) if stem == 'imagenet' else conv(3, 64, 3)
         self.bn1, self.act1 = norm_act(norm, 64)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.maxpool = nn.MaxPool2d(3, 2, 1) if stem == 'imagenet' else nn.Identity()
         cin = 64
         for i, (n, width) in enumerate(zip(layers, (64, 128, 256, 512))):
             stride = 1 if i == 0 else 2

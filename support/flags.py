@@ -109,7 +109,7 @@ def add_loop_flags(flags):
     a('--nesterov', action='store_true', help='Nesterov momentum')
     a('--weight-decay', type=at_least(0.0, float), default=5e-4, help='weight decay (default: %(default)s)')
     a('--milestones', type=positive_fraction, nargs='*', default=[0.5, 0.75], metavar='F',
-      help='step decay: multiply the lr by 0.1 at these fractions of training (default: 0.5 0.75)')
+      help='step decay: multiply the lr by 0.1 at these fractions of the steps (after any warmup; default: 0.5 0.75)')
     a('--seed', type=int, default=0, help='random seed (default: %(default)s)')
     a('--device', default='auto', help='auto (cuda, then mps, else cpu), cpu, cuda, cuda:1, mps')
     a('--threads', type=at_least(1), help='CPU threads for PyTorch (default: all cores)')

@@ -93,6 +93,13 @@ def test_randaugment_keeps_dtype_shape_and_range_and_n0_is_identity():
     assert (same - floats).abs().max() <= 0.5 / 255  # only the uint8 rounding
 
 
+def test_randaugment_clamps_what_colour_augmentation_pushed_outside_the_range():
+    images = torch.full((4, 3, 8, 8), 0.5)
+    images[0], images[1] = -0.01, 1.01  # as lighting can leave them
+    out, _ = randaugment.batch(images, None, SimpleNamespace(ra_n=0, ra_m=9))
+    assert out[0].eq(0).all() and out[1].eq(1).all()  # not 253/255 and 2/255: no wrap-around
+
+
 def test_randaugment_applies_each_op_per_image():
     torch.manual_seed(1)
     x = torch.randint(0, 256, (200, 3, 16, 16), dtype=torch.uint8)
@@ -199,6 +206,25 @@ def test_fixres_tests_at_the_higher_resolution(big_args, tmp_path, monkeypatch):
     monkeypatch.setattr(common, 'evaluate', spy)
     common.main(fixres, big_args('--test-scale', '1.25', '--with', 'mixup'))
     assert seen and all(not training and size == 90 for training, size in seen)  # 1.25 x 72
+
+
+def test_fixres_selects_on_val_images_seen_as_the_test_images_are(big_args, tmp_path, monkeypatch):
+    """The val images are held at the training load size (82 px for 72): the test view resizes them to
+    the test load size before its centre crop, so val_acc is measured at 90 px too, not on slivers."""
+    seen = []
+    real = common.evaluate
+
+    def spy(run, split, index, name, net=None):
+        handle = run.net.register_forward_pre_hook(lambda m, inputs: seen.append((name, inputs[0].shape[-2:])))
+        try:
+            return real(run, split, index, name, net)
+        finally:
+            handle.remove()
+    monkeypatch.setattr(common, 'evaluate', spy)
+    common.main(fixres, big_args('--test-scale', '1.25', '--val-split', '0.25'))
+    assert {name for name, _ in seen} == {'val', 'test'} and all(shape == (90, 90) for _, shape in seen)
+    row = json.loads((tmp_path / 'run' / 'log.jsonl').read_text())
+    assert 0 <= row['val_acc'] <= 100
 
 
 def test_fixres_finetune_trains_only_the_classifier_and_bn(big_args, tmp_path):

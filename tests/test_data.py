@@ -81,6 +81,14 @@ def test_folder_loading_handles_odd_sizes_grey_and_rgba(folder, tmp_path):
     assert torch.equal(images[grey][0], images[grey][1])  # grey became three equal channels
 
 
+def test_a_16_bit_png_is_scaled_to_8_bits_not_wrapped(tmp_path):
+    import numpy as np
+    from PIL import Image
+    Image.fromarray(np.full((8, 8), 40000, dtype=np.uint16)).save(tmp_path / 'deep.png')  # 16-bit grey
+    image = data.decode(tmp_path / 'deep.png', 8, True)
+    assert image.dtype == torch.uint8 and image.eq(round(40000 / 65535 * 255)).all()  # 156, not 40000 % 256 = 64
+
+
 def test_folder_cache_is_reused_and_keyed_by_size(folder, tmp_path):
     files, _, _ = data.list_images(folder / 'train')
     logs = []

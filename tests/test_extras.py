@@ -9,6 +9,7 @@ import torch.nn.functional as F
 import baseline
 import common
 import data
+import ema
 import ghmc
 import lsuv
 import models
@@ -89,6 +90,13 @@ def test_lsuv_runs_on_the_first_batch_and_refuses_pretrained_weights(run_args, c
         common.main(lsuv, run_args('--weights', 'IMAGENET1K_V1', out='w'))
 
 
+def test_lsuv_and_ema_combine_in_either_order(run_args, capsys):
+    for script, other in ((lsuv, 'ema'), (ema, 'lsuv')):
+        result = common.main(script, run_args('--with', other, out=f'{script.__name__}+{other}'))
+        assert set(result['tricks']) == {'lsuv', 'ema'}
+    assert capsys.readouterr().out.count('lsuv: 22 layers at unit output variance') == 2
+
+
 # ---------------------------------------------------------------- GHM-C
 
 def ghm_run(bins, momentum=0.0):
@@ -134,7 +142,7 @@ def test_ghmc_trains_and_composes_with_soft_targets_but_not_with_another_loss(ru
 # ---------------------------------------------------------------- the paper's baseline init
 
 def test_init_xavier_flag_reaches_the_net_and_refuses_weights(run_args, tmp_path):
-    args = SimpleNamespace(arch='resnet20', seed=0, weights=None, init='xavier')
+    args = SimpleNamespace(arch='resnet20', seed=0, weights=None, init='xavier', image_size=32)
     net = common.build_net(args, [], 10, print)
     w = net.layer2[0].conv1.weight
     bound = (6 / (w[0].numel() + w.shape[0] * w[0, 0].numel())) ** 0.5

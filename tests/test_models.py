@@ -47,6 +47,27 @@ def test_resnet50_variant_b_computes_torchvision_resnet50():
     assert not torch.allclose(original(x), theirs(x))
 
 
+def test_resnet18_on_cifar_sized_images_has_the_cifar_stem():
+    options = models.size_options('resnet18', 32)
+    net = models.build('resnet18', 10, **options)
+    assert options == {'stem': 'cifar'} and count(net) == 11_173_962  # kuangliu/pytorch-cifar's ResNet18
+    assert net.conv1.kernel_size == (3, 3) and net.conv1.stride == (1, 1) and isinstance(net.maxpool, torch.nn.Identity)
+    inside = []
+    net.layer1.register_forward_hook(lambda m, i, o: inside.append(o.shape[-1]))
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10) and inside == [32]  # the first block sees 32 x 32
+    assert models.size_options('resnet18', 224) == {} and models.size_options('resnet20', 32) == {}
+    for variant in ('C', 'D'):  # the tricks' switches work on it
+        tweaked = models.build('resnet18', 10, variant=variant, zero_init_residual=True, **options)
+        assert tweaked(torch.randn(2, 3, 32, 32)).shape == (2, 10) and tweaked.layer1[0].bn2.weight.eq(0).all()
+
+
+def test_resnet50_d_has_timms_weight_names():
+    names = [k for k in models.build('resnet50', 1000, variant='D').state_dict() if '.downsample.' in k]
+    assert 'layer1.0.downsample.1.weight' in names and 'layer1.0.downsample.2.running_var' in names  # 0: Identity
+    assert 'layer2.0.downsample.1.weight' in names and 'layer2.0.downsample.2.bias' in names  # 0: the avg pool
+    assert not [k for k in names if '.downsample.0.' in k]
+
+
 def test_build_records_how_to_rebuild():
     model = models.build('resnet20', 7, zero_init_residual=True)
     assert model.arch == 'resnet20' and model.options == {'zero_init_residual': True, 'num_classes': 7}

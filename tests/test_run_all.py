@@ -84,6 +84,7 @@ def test_intel_preset_runs_every_row_offline(tmp_path):
     data = make_folder(tmp_path / 'intel', classes=3, per_class=4, test_per_class=2, sizes=((90, 80), (96, 96)))
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / 'r18.pth')
     env = dict(os.environ, DATA=str(data), OUT=str(tmp_path / 'runs'), SEEDS='1', WEIGHTS=str(tmp_path / 'r18.pth'),
+               PYTHON=sys.executable,
                EXTRA=f"--device cpu --cache-dir {tmp_path / 'cache'} --arch resnet18 --epochs 1 --batch-size 6 "
                      "--image-size 72")
     proc = subprocess.run(['bash', 'run_all.sh', 'intel'], cwd=REPO, env=env, text=True, capture_output=True,
@@ -140,7 +141,16 @@ def test_summarize_means_stds_deltas_and_noise(tmp_path, monkeypatch):
     assert '+3.00 +- 1.41' in lines['mixup'] and '*noise*' not in lines['mixup']
     assert '+0.75 (77.16 -> 77.91' in lines['cosine']
     assert 'Not finished yet: all' in text and 'note: short runs' in text
-    assert (tmp_path / 'docs' / 'ablation-cpu.md').exists() and (tmp_path / 'docs' / 'ablation-cpu.png').exists()
+    assert (tmp_path / 'docs' / 'ablation-cpu.md').read_text() == text
+
+
+def test_summarize_draws_the_plot(tmp_path):
+    pytest.importorskip('matplotlib')
+    for seed in (0, 1):
+        fake_run(tmp_path / 'cpu', 'baseline', seed, 70.0 + seed)
+        fake_run(tmp_path / 'cpu', 'mixup', seed, 72.0 + seed)
+    summarize.main([str(tmp_path / 'cpu')])
+    assert (tmp_path / 'cpu' / 'ablation-cpu.png').stat().st_size > 10_000
 
 
 def test_summarize_without_matplotlib_says_so(tmp_path, monkeypatch, capsys):

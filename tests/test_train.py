@@ -221,6 +221,25 @@ def test_missing_or_empty_data_dirs(tmp_path, run_args):
         common.main(baseline, argv)
 
 
+def test_a_file_as_data_is_named_as_a_file(tmp_path, run_args):
+    (tmp_path / 'cifar.zip').write_bytes(b'PK')
+    argv = run_args()
+    argv[1] = str(tmp_path / 'cifar.zip')
+    with pytest.raises(SystemExit, match=r'^error: --data .*cifar.zip is a file: give a folder'):
+        common.main(baseline, argv)
+
+
+def test_a_val_split_that_leaves_no_training_image_says_so(run_args):
+    with pytest.raises(SystemExit, match=r'--val-split 0.99 holds out 24 of the 24 training images and leaves none'):
+        common.main(baseline, run_args('--val-split', '0.99'))
+
+
+def test_a_batch_that_leaves_many_images_out_of_every_epoch_is_said_at_start(run_args, capsys):
+    common.main(baseline, run_args('--batch-size', '16'))  # 24 images: one batch of 16, 8 left out
+    assert ('note: 24 training images in batches of 16 leave 8 out of every epoch; --batch-size 12 uses nearly all '
+            'of them') in capsys.readouterr().out
+
+
 def test_image_size_on_cifar_is_refused(tmp_path):
     with pytest.raises(SystemExit, match='--image-size 64: cifar10 images are 32 px'):
         common.main(baseline, ['--dataset', 'cifar10', '--image-size', '64', '--data', str(tmp_path), '--device', 'cpu'])

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torchvision
 
 import baseline
 import common
@@ -107,7 +108,7 @@ def test_zero_gamma_makes_every_block_return_relu_of_its_shortcut(arch):
 
 
 def test_zero_gamma_draws_the_same_weights_otherwise_and_refuses_pretrained_weights():
-    args = SimpleNamespace(arch='resnet20', seed=3, weights=None, init='default')
+    args = SimpleNamespace(arch='resnet20', seed=3, weights=None, init='default', image_size=32)
     plain = common.build_net(args, [], 10, print)
     zeroed = common.build_net(args, [zerogamma], 10, print)
     differ = [k for k, v in plain.state_dict().items() if not torch.equal(v, zeroed.state_dict()[k])]
@@ -287,6 +288,38 @@ def test_compositions_run_and_record_every_trick(script, others, run_args, tmp_p
     assert list(result['tricks']) == [script.__name__] + others
     saved = json.loads((tmp_path / 'run' / 'result.json').read_text())
     assert saved['tricks'] == result['tricks']
+
+
+def test_distillation_is_the_papers_eq_6_by_default(teacher, run_args):
+    args = common.parse(distill, run_args('--teacher', teacher))[0]
+    assert (args.hard_weight, args.soft_weight) == (1.0, 1.0)
+    run = SimpleNamespace(args=args)
+    net, _ = distill.load_teacher(str(teacher), None, 3, 'cpu')
+    images, y = torch.randn(6, 3, 32, 32), F.one_hot(torch.randint(0, 3, (6,)), 3).float()
+    logits, r = torch.randn(6, 3), net(images)
+    t = args.temperature
+    eq6 = F.cross_entropy(logits, y) + t * t * (F.softmax(r / t, 1) * (F.log_softmax(r / t, 1) - F.log_softmax(
+        logits / t, 1))).sum(1).mean()
+    torch.testing.assert_close(distill.loss(logits, y, images, run), eq6)
+
+
+def test_a_checkpoint_or_a_teacher_trained_on_other_images_is_one_clear_line(teacher, run_args, tmp_path, capsys):
+    with pytest.raises(SystemExit, match=r"last.pt is not a model.pt of this repo \(a run's last.pt, a checkpoint\): "
+                                         "pass a run's model.pt"):
+        common.main(distill, run_args('--teacher', tmp_path / 'teacher' / 'last.pt', out='a'))
+    saved = torch.load(teacher, weights_only=True)
+    torch.save(dict(saved, mean=[0.4914, 0.4822, 0.4465]), tmp_path / 'cifar-teacher.pt')  # CIFAR's statistics
+    with pytest.raises(SystemExit, match=r"the teacher's mean \(\[0.4914.*\) is not the student's \(\[0.485"):
+        common.main(distill, run_args('--teacher', tmp_path / 'cifar-teacher.pt', out='b'))
+
+
+def test_a_torchvision_resnet50_teacher_is_built_as_torchvision_builds_it(tmp_path):
+    theirs = torchvision.models.resnet50(num_classes=3).eval()
+    torch.save(theirs.state_dict(), tmp_path / 'r50.pth')
+    ours, saved = distill.load_teacher(str(tmp_path / 'r50.pth'), 'resnet50', 3, 'cpu')
+    assert saved is None and ours.options['variant'] == 'B'  # the stride on the 3x3 conv, as torchvision's
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(ours(x), theirs(x))
 
 
 def test_distillation_composes_with_mixup_and_label_smoothing(teacher, run_args):
