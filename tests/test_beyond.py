@@ -193,38 +193,34 @@ def test_adamw_keeps_the_groups_decay_so_nobiasdecay_composes(run_args):
 
 # ---------------------------------------------------------------- FixRes
 
-def test_fixres_tests_at_the_higher_resolution(big_args, tmp_path, monkeypatch):
-    seen = []
-    real = common.evaluate
-
-    def spy(run, split, index, name, model=None):
-        handle = run.net.register_forward_pre_hook(lambda m, inputs: seen.append((m.training, inputs[0].shape[-1])))
-        try:
-            return real(run, split, index, name, model)
-        finally:
-            handle.remove()
-    monkeypatch.setattr(common, 'evaluate', spy)
-    common.main(fixres, big_args('--test-scale', '1.25', '--with', 'mixup'))
-    assert seen and all(not training and size == 90 for training, size in seen)  # 1.25 x 72
-
-
-def test_fixres_selects_on_val_images_seen_as_the_test_images_are(big_args, tmp_path, monkeypatch):
-    """The val images are held at the training load size (82 px for 72): the test view resizes them to
-    the test load size before its centre crop, so val_acc is measured at 90 px too, not on slivers."""
-    seen = []
-    real = common.evaluate
+@pytest.fixture
+def evaluated(monkeypatch):
+    """(split name, net in training mode, image height x width) of every forward while evaluating."""
+    seen, real = [], common.evaluate
 
     def spy(run, split, index, name, net=None):
-        handle = run.net.register_forward_pre_hook(lambda m, inputs: seen.append((name, inputs[0].shape[-2:])))
+        handle = run.net.register_forward_pre_hook(lambda m, inputs: seen.append(
+            (name, m.training, tuple(inputs[0].shape[-2:]))))
         try:
             return real(run, split, index, name, net)
         finally:
             handle.remove()
     monkeypatch.setattr(common, 'evaluate', spy)
+    return seen
+
+
+def test_fixres_tests_at_the_higher_resolution(big_args, evaluated):
+    common.main(fixres, big_args('--test-scale', '1.25', '--with', 'mixup'))
+    assert evaluated and all(not training and size == (90, 90) for _, training, size in evaluated)  # 1.25 x 72
+
+
+def test_fixres_selects_on_val_images_seen_as_the_test_images_are(big_args, tmp_path, evaluated):
+    """The val images are held at the training load size (82 px for 72): the test view resizes them to
+    the test load size before its centre crop, so val_acc is measured at 90 px too, not on slivers."""
     common.main(fixres, big_args('--test-scale', '1.25', '--val-split', '0.25'))
-    assert {name for name, _ in seen} == {'val', 'test'} and all(shape == (90, 90) for _, shape in seen)
-    row = json.loads((tmp_path / 'run' / 'log.jsonl').read_text())
-    assert 0 <= row['val_acc'] <= 100
+    assert {name for name, _, _ in evaluated} == {'val', 'test'}
+    assert all(size == (90, 90) for _, _, size in evaluated)
+    assert 0 <= json.loads((tmp_path / 'run' / 'log.jsonl').read_text())['val_acc'] <= 100
 
 
 def test_fixres_finetune_trains_only_the_classifier_and_bn(big_args, tmp_path):
