@@ -1,4 +1,6 @@
 """Shared fixtures: tiny synthetic data sets made in the test, and the real CIFAR-10 copy."""
+import os
+import shutil
 import sys
 import tarfile
 from pathlib import Path
@@ -55,18 +57,27 @@ def run_args(tmp_path, folder):
 
 @pytest.fixture(scope='session')
 def cifar_copy(tmp_path_factory):
-    """A small ImageFolder cut of the real CIFAR-10 JPEG copy in ../shared (skipped without it)."""
-    if not CIFAR_TAR.exists():
-        pytest.skip(f"the CIFAR-10 JPEG copy is not at {CIFAR_TAR} (only in this project's CI and dev machines)")
+    """A small ImageFolder cut of the real CIFAR-10 JPEG copy: from ../shared, or from the unpacked
+    tree that CIFAR_DIR names (benchmarks/gpu.sh sets it); skipped without either."""
     root = tmp_path_factory.mktemp('cifar')
     keep = {'train': 100, 'test': 30}  # images per class
 
-    def wanted(member):
-        parts = Path(member.name).parts  # cifar10/<split>/<class>/NNNN.jpg
-        return len(parts) == 4 and parts[1] in keep and int(Path(parts[3]).stem) < keep[parts[1]]
+    def wanted(name):
+        parts = Path(name).parts[-3:]  # <split>/<class>/NNNN.jpg
+        return len(parts) == 3 and parts[0] in keep and Path(name).stem.isdigit() and int(Path(name).stem) < keep[parts[0]]
 
+    if os.environ.get('CIFAR_DIR'):
+        for path in Path(os.environ['CIFAR_DIR']).glob('*/*/*.jpg'):
+            if wanted(str(path)):
+                (root / 'cifar10' / path.relative_to(os.environ['CIFAR_DIR'])).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, root / 'cifar10' / path.relative_to(os.environ['CIFAR_DIR']))
+        if not (root / 'cifar10').is_dir():
+            pytest.skip(f"CIFAR_DIR={os.environ['CIFAR_DIR']} holds no train/<class>/NNNN.jpg: not the JPEG copy")
+        return root / 'cifar10'
+    if not CIFAR_TAR.exists():
+        pytest.skip(f"the CIFAR-10 JPEG copy is not at {CIFAR_TAR} (only in this project's CI and dev machines)")
     with tarfile.open(CIFAR_TAR) as tar:
-        tar.extractall(root, members=[m for m in tar if m.isfile() and wanted(m)], filter='data')
+        tar.extractall(root, members=[m for m in tar if m.isfile() and wanted(m.name)], filter='data')
     return root / 'cifar10'
 
 

@@ -319,12 +319,6 @@ def test_baseline_script_on_a_subset_of_real_cifar10(cifar_copy, tmp_path):
     assert json.loads((tmp_path / 'run' / 'result.json').read_text())['args']['dataset'] == 'folder'
 
 
-@pytest.mark.gpu
-def test_one_epoch_on_the_gpu_with_amp(run_args):
-    result = common.main(baseline, run_args('--device', 'cuda', '--amp', '--compile'))
-    assert result['device'].startswith('cuda')
-
-
 def test_bench_measures_all_three_loops_and_their_ratios(run_args, capsys):
     import bench
     result = bench.main(['--rounds', '1', '--steps', '2', '--workers', '0'] + run_args('--batch-size', '4'))
