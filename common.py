@@ -21,7 +21,9 @@ A trick is a module; the loop calls the functions it defines, found by name. Eac
     batch(images, targets, args) -> images, targets
                                           change a training batch: float N x 3 x S x S images in
                                           [0, 1] (normalised after), targets N x K class
-                                          probabilities (one-hot for a plain batch)
+                                          probabilities (one-hot for a plain batch); draw random
+                                          numbers from torch's global generator: seeded per run,
+                                          saved in last.pt, the same in every torchrun process
     start(run)                            once data, net and optimizer are ready, before a
                                           checkpoint is loaded into them; a trick that keeps
                                           state puts it in run.extra[key] (last.pt saves it)
@@ -29,7 +31,7 @@ A trick is a module; the loop calls the functions it defines, found by name. Eac
 
 and these, which replace the loop's own (two tricks that define the same one cannot combine):
 
-    loss(logits, targets, images, run) -> loss       default: cross_entropy below
+    loss(logits, targets, images, run) -> loss       default: cross_entropy (images normalised)
     optimizer(param_groups, args) -> optimizer       default: sgd
     schedule(step, total_steps, args) -> factor      default: step_decay (a factor on the peak lr)
     evaluate(run, split, index, name) -> metrics     default: evaluate
@@ -41,6 +43,7 @@ Tricks compose in the order they are named (the script, then --with's): flags ad
 param_groups and batch chain, lr factors multiply.
 """
 import contextlib
+import math
 import signal
 import threading
 import time
@@ -56,7 +59,7 @@ import data
 import models
 from support import archive, report
 from support.device import agree_across_processes, amp_dtype, device_name, start_processes
-from support.flags import describe, fail, parse, trick_name
+from support.flags import describe, fail, fill_in_defaults, parse, trick_name
 # the flag types the tricks use, here so that a trick imports only common
 from support.flags import at_least, fraction, positive_float, unit_interval  # noqa: F401
 
@@ -256,21 +259,6 @@ def build_net(args, tricks, num_classes, log):
     return net
 
 
-def find_data(args):
-    """The data set behind the flags; fills in the defaults that follow from it (dataset, image size, arch, out)."""
-    try:
-        source = data.find_source(args.data, args.dataset, args.image_size)
-    except data.DataError as e:
-        fail(str(e))
-    args.dataset, args.image_size = source.dataset, source.image_size
-    if args.test_scale != 1 and args.image_size <= data.PAD_CROP_MAX:
-        fail(f"--test-scale {args.test_scale}: images of {args.image_size} px are tested whole, at their own size; "
-             f"testing at another size needs folder data above {data.PAD_CROP_MAX} px")
-    args.arch = args.arch or ('resnet20' if args.image_size <= data.PAD_CROP_MAX else 'resnet18')
-    args.out = str(archive.run_dir(args))
-    return source
-
-
 def build(args, tricks, trick_flags, rank, world, device, source, log):
     """Load the data, build the net and the optimizer: a Run ready for its first step."""
     try:
@@ -310,7 +298,7 @@ def prepare(script, argv=None):
     """A Run from a command line, without its run directory: for bench.py and the tests."""
     args, tricks, trick_flags = parse(script, argv)
     rank, world, device = start_processes(args)
-    source = find_data(args)
+    source = fill_in_defaults(args)
     return build(args, tricks, trick_flags, rank, world, device, source, printer(rank))
 
 
@@ -328,7 +316,7 @@ def main(script, argv=None):
     args, tricks, trick_flags = parse(script, argv)
     rank, world, device = start_processes(args)
     log = printer(rank)
-    source = find_data(args)
+    source = fill_in_defaults(args)
     out = Path(args.out)
     state = archive.check_run_dir(out, args, trick_flags, rank)
     if state == 'done':
@@ -364,16 +352,17 @@ def main(script, argv=None):
             train_loss, bad = stats.tolist()  # the one read of the training metrics per epoch
             train_seconds = time.perf_counter() - t0
             if 0 <= bad < float('inf'):
-                fail(f"the loss became nan or inf at step {int(bad)} (epoch {epoch + 1}); {out}/last.pt holds epoch "
-                     f"{epoch}: lower --lr (or drop --amp) and --resume, or --force to start over")
+                fail(report.diverged(run, epoch, f"the loss became nan or inf at step {int(bad)}"))
             row = {'epoch': epoch + 1, 'lr': learning_rate(run, run.step - 1), 'train_loss': train_loss}
             if len(run.data.val_index):
                 row.update(run.evaluate(run, run.data.train, run.data.val_index, 'val'))
                 best_val = max(best_val or 0.0, row['val_acc'])
             row.update(run.evaluate(run, run.data.test, run.data.test_index, 'test'))
+            if not math.isfinite(row['test_loss']):
+                fail(report.diverged(run, epoch, "the test loss became nan or inf"))
             if len(run.data.classes) <= 5:  # top-5 of 5 classes or fewer is always 100%
                 row = {k: v for k, v in row.items() if not k.endswith('_top5')}
-            row['images_per_sec'] = steps * args.batch_size / train_seconds
+            row['images_per_sec'] = min(steps * args.batch_size, len(run.data.train_index)) / train_seconds
             row['epoch_seconds'] = time.perf_counter() - t0
             rows.append(row)
             ckpt = archive.checkpoint(run, epoch + 1, best_val, wall_before + time.time() - started)
@@ -382,11 +371,12 @@ def main(script, argv=None):
                 saved = epoch + 1
             board.add(row)
             log(report.epoch_line(run, row, rows))
-        result = {'script': args.script, 'tricks': describe(trick_flags), 'args': describe(vars(args)), 'final_test_acc': rows[-1]['test_acc'],
-                  'final_test_top5': rows[-1].get('test_top5'), 'best_val_acc': best_val, 'epochs': args.epochs,
-                  'num_classes': len(run.data.classes),
+        result = {'script': args.script, 'tricks': describe(trick_flags), 'args': describe(vars(args)),
+                  'final_test_acc': rows[-1]['test_acc'], 'final_test_top5': rows[-1].get('test_top5'),
+                  'best_val_acc': best_val, 'epochs': args.epochs, 'num_classes': len(run.data.classes),
                   'wall_seconds': wall_before + time.time() - started, 'device': device_name(device, world),
-                  'torch': torch.__version__, 'finished': time.strftime('%Y-%m-%d %H:%M:%S')}
+                  'precision': str(run.amp_dtype or torch.float32).split('.')[-1], 'torch': torch.__version__,
+                  'finished': time.strftime('%Y-%m-%d %H:%M:%S')}
         board.close()
         with archive.ctrl_c_held():  # model.pt and result.json are written whole or not at all
             archive.save_result(run, result)

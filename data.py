@@ -405,6 +405,9 @@ def find_source(path, dataset=None, image_size=None):
         raise DataError(f"--data {path} is a file: give a folder (CIFAR is downloaded into it; or an ImageFolder "
                         "tree with train/<class>/ and test/<class>/)")
     splits = find_folder_splits(path) if Path(path).is_dir() else None
+    if dataset is None and splits is None and holds_images(path):  # not a folder to download CIFAR into
+        raise DataError(f"--data {path} holds images but no train/ and test/ folders: point --data at the folder "
+                        "that holds train/<class>/ and test/<class>/ (or seg_train/ and seg_test/)")
     dataset = dataset or ('folder' if splits else 'cifar10')
     if dataset != 'folder':
         if image_size not in (None, 32):
@@ -416,6 +419,15 @@ def find_source(path, dataset=None, image_size=None):
         raise DataError(f"--data {path} is not an ImageFolder tree: expected train/<class>/<images> (or Kaggle "
                         "Intel's seg_train/seg_train/<class>/) beside test/ or val/")
     return Source(str(path), dataset, splits, image_size or guess_image_size(splits[0]))
+
+
+def holds_images(path):
+    """Whether a folder holds images, itself or in its subfolders (a class folder, a split folder)."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    return any(p.suffix.lower() in IMAGE_EXTENSIONS for d in [path, *(p for p in path.iterdir() if p.is_dir())]
+               for p in d.iterdir())
 
 
 class Data:

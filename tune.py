@@ -256,8 +256,9 @@ def open_study(args, flags):
     started = study.user_attrs.get('flags')
     if started is None:
         study.set_user_attr('flags', flags)
-    elif started != flags:
-        print(f"note: study {args.study} was started with flags {shlex.join(started)}", flush=True)
+    elif started != flags:  # its trials would be compared with trials of another setting
+        raise SystemExit(f"error: study {args.study} in {args.storage} was started with the flags "
+                         f"{shlex.join(started)}, not these: give this search its own --study (or --dir)")
     # a continued study gets its own seed: the same one would draw the first trials' values again
     sampler = optuna.samplers.TPESampler(seed=args.seed + len(study.trials))
     pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=args.prune_warmup)

@@ -28,6 +28,8 @@ def add_args(parser):
 
 def warmup_steps(total_steps, args):
     epochs = args.warmup_epochs if args.warmup_epochs is not None else min(5.0, 0.1 * args.epochs)
+    if epochs >= args.epochs:
+        common.fail(f"--warmup-epochs {epochs:g}: the run has {args.epochs} epochs; the warmup must end before it does")
     return max(1, round(epochs / args.epochs * total_steps))
 
 

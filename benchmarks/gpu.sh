@@ -22,7 +22,7 @@
 #   5. run_all.sh gpu-short in the time left (BUDGET), so finished runs can be carried on later:
 #      CONTINUE=gpu-short.tar.gz (from an earlier check) skips the runs it holds
 #
-# --dry-run: the same steps on the CPU at tiny sizes, in about two minutes (CI runs it): it proves
+# --dry-run: the same steps on the CPU at tiny sizes, in two to three minutes (CI runs it): it proves
 # that every step works and measures nothing. Environment: DEADLINE (seconds for the whole check,
 # default 510), PYTHON, EXTRA (flags for every training command, e.g. --cache-dir DIR).
 set -uo pipefail
@@ -131,7 +131,7 @@ if (( budget > 60 )); then
     bash run_all.sh gpu-short > "$OUTDIR/run_all.txt" 2>&1
   finished=$(find "$RUNS" -path '*/s*/result.json' | grep -vc /teacher/)
   runs=$(grep -c '^row ' "$RUNS/rows.txt" 2>/dev/null); seeds=$(sed -n 's/^seeds //p' "$RUNS/rows.txt")
-  row "run_all.sh gpu-short" "$finished of $((runs * seeds)) runs finished, $((SECONDS - t)) s of a ${budget}-s budget; $(tail -n 1 "$OUTDIR/run_all.txt")"
+  row "run_all.sh gpu-short" "$finished of $((runs * seeds)) runs finished, $((SECONDS - t)) s of a ${budget}-s budget (JOBS=${JOBS:-4})$([[ -f $RUNS/ablation-gpu-short.md ]] && echo "; table: ablation-gpu-short.md")"
   (cd "$RUNS" && find . \( -name result.json -o -name log.jsonl -o -name '*.command' -o -name '*.log' -o -name rows.txt \) -print0 |
     tar czf "$OUTDIR/gpu-short.tar.gz" --null -T -)
   cp "$RUNS"/ablation-gpu-short.* "$OUTDIR/" 2>/dev/null

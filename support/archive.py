@@ -22,11 +22,6 @@ RUNTIME_ONLY_FLAGS = {'data', 'device', 'threads', 'compile', 'out', 'resume', '
                       'tensorboard', 'summary', 'with_', 'channels_last'}
 
 
-def run_dir(args):
-    name = '+'.join([args.script] + [w.removesuffix('.py') for w in args.with_])
-    return Path(args.out or f"runs/{name}-{args.arch}-{args.dataset}-s{args.seed}")
-
-
 def other_command(made_args, made_tricks, args, trick_flags):
     """How a saved run's flags differ from this run's (runtime-only flags aside), in words; '' if they do not."""
     made = {**made_args, 'tricks': made_tricks}

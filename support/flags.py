@@ -15,6 +15,7 @@ import math
 import sys
 from pathlib import Path
 
+import data
 import models
 
 HERE = Path(__file__).resolve().parents[1]  # the folder of the scripts
@@ -140,11 +141,13 @@ def add_loop_flags(flags):
     a('--out', metavar='DIR', help='run directory (default: runs/<script>[+<with>...]-<arch>-<dataset>-s<seed>)')
     a('--resume', action='store_true', help='continue from DIR/last.pt; skip a finished run')
     a('--force', action='store_true', help='overwrite a finished or unfinished run in DIR')
-    a('--cache-dir', metavar='DIR', help='where decoded folder data sets are cached (default: ~/.cache/bag-of-tricks)')
+    a('--cache-dir', default=data.DEFAULT_CACHE, metavar='DIR',
+      help='where decoded folder data sets are cached (default: %(default)s)')
     a('--stream', action='store_true', help='stream folder data through DataLoader workers even if it fits in memory')
     a('--tensorboard', action='store_true', help='also log the per-epoch figures for TensorBoard, in DIR/tensorboard')
     a('--summary', action='store_true', help="print each layer's output shape and parameter count before training")
-    a('--with', dest='with_', nargs='+', default=[], metavar='NAME', help='also switch on the tricks of NAME.py')
+    a('--with', dest='with_', nargs='+', action='extend', default=[], metavar='NAME',
+      help='also switch on the tricks of NAME.py')
 
 
 def trick_name(module):
@@ -169,7 +172,7 @@ def import_tricks(script, argv):
     tricks = [script]
     for name in names:
         name = name.removesuffix('.py')
-        module = importlib.import_module(name) if (HERE / f'{name}.py').exists() else None
+        module = importlib.import_module(name) if (HERE / f'{name}.py').exists() and name != 'common' else None
         if module is None or not defines_a_trick(module):
             choices = sorted(p.stem for p in HERE.glob('*.py') if p.stem != 'common' and
                              any(f'def {n}(' in p.read_text() or f'{n} =' in p.read_text() for n in CONTRACT))
@@ -217,6 +220,27 @@ def parse(script, argv):
     args = parser.parse_args(argv)
     args.script = trick_name(script)
     return args, tricks, {trick_name(t): {d: getattr(args, d) for d in own[trick_name(t)]} for t in tricks}
+
+
+def fill_in_defaults(args):
+    """Find the data set behind the flags, and fill in the defaults that follow from it: --dataset,
+    --image-size, --arch (resnet20 up to 64 px, else resnet18) and --out. Returns the data.Source."""
+    try:
+        source = data.find_source(args.data, args.dataset, args.image_size)
+    except data.DataError as e:
+        fail(str(e))
+    args.dataset, args.image_size = source.dataset, source.image_size
+    if args.test_scale != 1 and args.image_size <= data.PAD_CROP_MAX:
+        fail(f"--test-scale {args.test_scale}: images of {args.image_size} px are tested whole, at their own size; "
+             f"testing at another size needs folder data above {data.PAD_CROP_MAX} px")
+    args.arch = args.arch or ('resnet20' if args.image_size <= data.PAD_CROP_MAX else 'resnet18')
+    args.out = str(run_dir(args))
+    return source
+
+
+def run_dir(args):
+    name = '+'.join([args.script] + [w.removesuffix('.py') for w in args.with_])
+    return Path(args.out or f"runs/{name}-{args.arch}-{args.dataset}-s{args.seed}")
 
 
 def describe(value):

@@ -22,9 +22,16 @@ def opening_line(run):
 def note_left_out(run):
     """Say so when the last, incomplete batch of each epoch leaves out many of the training images."""
     n, b = len(run.data.train_index), run.args.batch_size
-    if n % b > 0.1 * n:
+    if n >= b and n % b > 0.1 * n:  # (fewer images than a batch make one smaller batch: none left out)
         run.log(f"note: {n} training images in batches of {b} leave {n % b} out of every epoch; --batch-size "
                 f"{n // max(1, round(n / b))} uses nearly all of them")
+
+
+def diverged(run, epoch, what):
+    """The one line for a run whose loss stopped being a number in `epoch` (0-based)."""
+    saved = f"{run.out}/last.pt holds epoch {epoch}" if epoch else "nothing is saved yet"
+    return (f"{what} (epoch {epoch + 1}): training diverged; {saved}: lower --lr (or drop --amp) and start over "
+            "with --force")
 
 
 def epoch_line(run, row, rows):

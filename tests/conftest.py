@@ -57,8 +57,9 @@ def run_args(tmp_path, folder):
 
 @pytest.fixture(scope='session')
 def cifar_copy(tmp_path_factory):
-    """A small ImageFolder cut of the real CIFAR-10 JPEG copy: from ../shared, or from the unpacked
-    tree that CIFAR_DIR names (benchmarks/gpu.sh sets it); skipped without either."""
+    """A small ImageFolder cut of real CIFAR-10 images (100 train and 30 test per class): from the
+    JPEG copy in ../shared, or from what CIFAR_DIR names (benchmarks/gpu.sh sets it to its DATA): that
+    copy unpacked, or torchvision's CIFAR-10 folder. Skipped without any of them."""
     root = tmp_path_factory.mktemp('cifar')
     keep = {'train': 100, 'test': 30}  # images per class
 
@@ -66,13 +67,23 @@ def cifar_copy(tmp_path_factory):
         parts = Path(name).parts[-3:]  # <split>/<class>/NNNN.jpg
         return len(parts) == 3 and parts[0] in keep and Path(name).stem.isdigit() and int(Path(name).stem) < keep[parts[0]]
 
-    if os.environ.get('CIFAR_DIR'):
-        for path in Path(os.environ['CIFAR_DIR']).glob('*/*/*.jpg'):
+    source = os.environ.get('CIFAR_DIR')
+    if source and (Path(source) / 'cifar-10-batches-py').is_dir():  # torchvision's CIFAR-10: written out as PNGs
+        import data
+        train_x, train_y, test_x, test_y, classes = data.load_cifar('cifar10', source)
+        for split, images, labels in (('train', train_x, train_y), ('test', test_x, test_y)):
+            for label, name in enumerate(classes):
+                (root / 'cifar10' / split / name).mkdir(parents=True)
+                for i, index in enumerate((labels == label).nonzero().flatten()[:keep[split]].tolist()):
+                    write_png(images[index], str(root / 'cifar10' / split / name / f'{i:04d}.png'))
+        return root / 'cifar10'
+    if source:  # the JPEG copy, unpacked
+        for path in Path(source).glob('*/*/*.jpg'):
             if wanted(str(path)):
-                (root / 'cifar10' / path.relative_to(os.environ['CIFAR_DIR'])).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(path, root / 'cifar10' / path.relative_to(os.environ['CIFAR_DIR']))
+                (root / 'cifar10' / path.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, root / 'cifar10' / path.relative_to(source))
         if not (root / 'cifar10').is_dir():
-            pytest.skip(f"CIFAR_DIR={os.environ['CIFAR_DIR']} holds no train/<class>/NNNN.jpg: not the JPEG copy")
+            pytest.skip(f"CIFAR_DIR={source} holds neither train/<class>/NNNN.jpg nor torchvision's CIFAR-10")
         return root / 'cifar10'
     if not CIFAR_TAR.exists():
         pytest.skip(f"the CIFAR-10 JPEG copy is not at {CIFAR_TAR} (only in this project's CI and dev machines)")

@@ -15,6 +15,7 @@ import common
 import cosine
 import evaluate
 import models
+import warmup
 from support import archive, flags
 from conftest import REPO, interrupted_in_epoch_2
 
@@ -181,6 +182,18 @@ def test_a_trick_made_by_copying_mixup_works_alone_and_under_with(run_args, tric
     assert alone.returncode == 0 and json.loads((tmp_path / 'alone' / 'result.json').read_text())['script'] == 'mymix'
 
 
+def test_with_given_twice_adds_both_and_common_is_no_trick(run_args, tmp_path):
+    result = common.main(baseline, run_args('--with', 'cosine', '--with', 'labelsmooth', out='twice'))
+    assert list(result['tricks']) == ['cosine', 'labelsmooth'] and result['args']['with_'] == ['cosine', 'labelsmooth']
+    with pytest.raises(SystemExit, match=r'--with common: common\.py is not a script here'):
+        common.main(baseline, run_args('--with', 'common'))
+
+
+def test_a_warmup_as_long_as_the_run_is_refused(run_args):
+    with pytest.raises(SystemExit, match=r'--warmup-epochs 2: the run has 2 epochs; the warmup must end before'):
+        common.main(warmup, run_args('--epochs', '2', '--warmup-epochs', '2'))
+
+
 def test_unknown_trick_is_an_error(run_args):
     with pytest.raises(SystemExit, match=r'baseline\.py defines no trick; choose from .*cosine'):
         common.main(baseline, run_args('--with', 'baseline'))
@@ -229,15 +242,25 @@ def test_a_file_as_data_is_named_as_a_file(tmp_path, run_args):
         common.main(baseline, argv)
 
 
+def test_a_split_folder_or_a_flat_folder_as_data_is_not_a_cifar_download_target(folder, run_args):
+    argv = run_args()
+    argv[1] = str(folder / 'train')  # class folders, no train/ and test/
+    with pytest.raises(SystemExit, match=r'train holds images but no train/ and test/ folders: point --data at the '
+                                         'folder that holds'):
+        common.main(baseline, argv)
+
+
 def test_a_val_split_that_leaves_no_training_image_says_so(run_args):
     with pytest.raises(SystemExit, match=r'--val-split 0.99 holds out 24 of the 24 training images and leaves none'):
         common.main(baseline, run_args('--val-split', '0.99'))
 
 
-def test_a_batch_that_leaves_many_images_out_of_every_epoch_is_said_at_start(run_args, capsys):
+def test_a_batch_that_leaves_many_images_out_of_every_epoch_is_said_at_start(run_args, tmp_path, capsys):
     common.main(baseline, run_args('--batch-size', '16'))  # 24 images: one batch of 16, 8 left out
     assert ('note: 24 training images in batches of 16 leave 8 out of every epoch; --batch-size 12 uses nearly all '
             'of them') in capsys.readouterr().out
+    common.main(baseline, run_args('--batch-size', '128', out='small'))  # fewer than a batch: one batch of all 24
+    assert 'note:' not in capsys.readouterr().out
 
 
 def test_image_size_on_cifar_is_refused(tmp_path):
@@ -274,9 +297,15 @@ def test_cifar_offline_says_where_to_put_the_files(tmp_path, monkeypatch):
 
 def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(run_args, tricks_here, tmp_path):
     trick('explode', tmp_path, "def lr_factor(step, total, args):\n    return 1e30 if step >= total // 2 else 1.0\n")
-    with pytest.raises(SystemExit, match=r'loss became nan or inf at step \d+ \(epoch 2\).*holds epoch 1'):
+    with pytest.raises(SystemExit, match=r'loss became nan or inf at step \d+ \(epoch 2\).*holds epoch 1: lower --lr '
+                                         r'\(or drop --amp\) and start over with --force'):
         common.main(baseline, run_args('--epochs', '2', '--subset', '16', '--with', 'explode'))
     assert torch.load(tmp_path / 'run' / 'last.pt', weights_only=True)['epoch'] == 1
+    # the last step of epoch 1 throws the weights out: its loss was still finite, the test loss is not
+    trick('lastexplodes', tmp_path, "def lr_factor(step, total, args):\n    return 1e38 if step == 1 else 1.0\n")
+    with pytest.raises(SystemExit, match=r'the test loss became nan or inf \(epoch 1\): training diverged; nothing is '
+                                         'saved yet'):
+        common.main(baseline, run_args('--epochs', '2', '--subset', '16', '--with', 'lastexplodes', out='e1'))
 
 
 def test_resuming_another_runs_checkpoint_is_a_clear_error(run_args, tmp_path):
@@ -317,6 +346,22 @@ def test_baseline_script_on_a_subset_of_real_cifar10(cifar_copy, tmp_path):
     # 40 steps reach 21-25% (seeds 0-3); a pipeline that mixed up labels stays at 10 +- 1.7%
     assert float(lines[-1].split()[-1].rstrip('%')) > 15
     assert json.loads((tmp_path / 'run' / 'result.json').read_text())['args']['dataset'] == 'folder'
+
+
+def test_bf16_keeps_the_loss_and_bn_statistics_in_fp32(run_args):
+    run = common.prepare(baseline, run_args('--amp', 'bf16'))  # on any CPU (emulated where it has no bf16 units)
+    assert run.amp_dtype == torch.bfloat16
+    images, targets = next(common.train_batches(run, 0))
+    before = run.net.bn1.running_mean.clone()
+    loss = common.train_step(run, images, targets)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert run.net.bn1.running_mean.dtype == torch.float32 and not torch.equal(run.net.bn1.running_mean, before)
+    assert all(p.dtype == torch.float32 for p in run.net.parameters())  # the weights stay fp32; autocast casts
+
+
+def test_amp_fp16_on_a_cpu_is_refused_in_one_line(run_args):
+    with pytest.raises(SystemExit, match=r'--amp fp16: half precision is for CUDA GPUs; on cpu use --amp'):
+        common.main(baseline, run_args('--amp', 'fp16'))
 
 
 def test_bench_measures_all_three_loops_and_their_ratios(run_args, capsys):

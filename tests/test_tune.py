@@ -71,6 +71,19 @@ def test_a_study_runs_end_to_end_and_a_second_invocation_continues_it(study_argv
     assert '3 trials so far, 0 more to run' in capsys.readouterr().out
 
 
+def test_a_study_is_not_continued_with_other_fixed_flags(tmp_path):
+    pytest.importorskip('optuna')
+    tune.check_optuna()
+    argv = ['mixup.py', '--search', 'lr=loguniform:0.01:0.4', '--dir', str(tmp_path / 'study'), '--']
+    args, flags = tune.parse_args(argv + ['--epochs', '2'])
+    args.dir.mkdir(parents=True)
+    tune.open_study(args, flags)  # the study is made with these flags
+    args, flags = tune.parse_args(argv + ['--epochs', '3'])
+    with pytest.raises(SystemExit, match=r'study mixup-lr in .* was started with the flags --epochs 2 --val-split 0.1, '
+                                         r'not these: give this search its own --study \(or --dir\)'):
+        tune.open_study(args, flags)
+
+
 def test_a_failed_run_fails_its_trial_with_its_last_stderr_line(study_argv, tmp_path):
     optuna = pytest.importorskip('optuna')
     argv = study_argv('--trials', '2')
