@@ -85,7 +85,11 @@ def test_a_16_bit_png_is_scaled_to_8_bits_not_wrapped(tmp_path):
     import numpy as np
     from PIL import Image
     Image.fromarray(np.full((8, 8), 40000, dtype=np.uint16)).save(tmp_path / 'deep.png')  # 16-bit grey
-    image = data.decode(tmp_path / 'deep.png', 8, True)
+    try:
+        image = data.decode(tmp_path / 'deep.png', 8, True)
+    except data.DataError as e:  # torchvision before 0.20 does not decode them: one line, never a wrapped image
+        assert str(e).startswith(f"cannot decode image {tmp_path / 'deep.png'}") and '\n' not in str(e)
+        return
     assert image.dtype == torch.uint8 and image.eq(round(40000 / 65535 * 255)).all()  # 156, not 40000 % 256 = 64
 
 
