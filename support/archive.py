@@ -79,11 +79,11 @@ def rng_state(run):
     return state
 
 
-def set_rng_state(run, state):
-    torch.set_rng_state(state['cpu'])
-    run.gen.set_state(state['data'][run.rank] if isinstance(state['data'], list) else state['data'])
+def set_rng_state(run, state):  # generator states are CPU byte tensors, whatever map_location did
+    torch.set_rng_state(state['cpu'].cpu())
+    run.gen.set_state((state['data'][run.rank] if isinstance(state['data'], list) else state['data']).cpu())
     if 'cuda' in state and run.device.type == 'cuda':
-        torch.cuda.set_rng_state(state['cuda'], run.device)
+        torch.cuda.set_rng_state(state['cuda'].cpu(), run.device)
 
 
 def checkpoint(run, epoch, best_val, wall_seconds):

@@ -285,6 +285,24 @@ def test_a_device_that_is_not_here_is_one_clear_line(run_args, device, message):
         common.main(baseline, run_args('--device', device))
 
 
+def test_a_bare_cuda_device_gets_its_index_before_set_device(monkeypatch):
+    # torch 2.11's set_device refuses torch.device('cuda') (no index): found on an H200, 2026-11-26
+    from support import device as devices
+    chosen = []
+
+    def set_device(device):
+        if device.index is None:
+            raise ValueError(f"Expected a torch.device with a specified index or an integer, but got:{device}")
+        chosen.append(device)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+    monkeypatch.setattr(torch.cuda, 'set_device', set_device)
+    for name, index in [('cuda', 0), ('auto', 0), ('cuda:1', 1)]:
+        args = types.SimpleNamespace(device=name, batch_size=8, threads=0)
+        assert devices.start_processes(args) == (0, 1, torch.device('cuda', index))
+    assert chosen == [torch.device('cuda', 0), torch.device('cuda', 0), torch.device('cuda', 1)]
+
+
 def test_cifar_offline_says_where_to_put_the_files(tmp_path, monkeypatch):
     import torchvision
 
