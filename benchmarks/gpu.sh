@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check: everything in this repo that needs a GPU, in one command that ends well inside
-# 9 minutes on one H100 and prints a short table last. Run it to check your own GPU.
+# 9 minutes (DEADLINE) and prints a short table last. Run it to check your own GPU.
 #
 #   bash benchmarks/gpu.sh DATA OUTDIR [--dry-run | --table]
 #
@@ -8,8 +8,9 @@
 #         cifar10-jpg.tar.gz unpacked), that .tar.gz itself (unpacked into a temporary folder),
 #         or a folder for torchvision's CIFAR-10 (downloaded there if missing).
 # OUTDIR  where the results go, at most 8 files: summary.md (the table printed last), tests.txt,
-#         bench.txt, run_all.txt, gpu-short.tar.gz (the finished runs' result.json, log.jsonl and
-#         commands; no checkpoints), ablation-gpu-short.md and .png.
+#         bench.txt, run_all.txt, gpu-short.tar.gz (the runs' result.json, log.jsonl and commands;
+#         no checkpoints), carry-on.tar.gz (only the checkpoints a later slot needs: the teacher's
+#         model.pt, the paused runs' last.pt), ablation-gpu-short.md and .png.
 #
 # Steps, in this order, each with its own time limit:
 #   1. the GPU tests: pytest -m gpu
@@ -20,21 +21,25 @@
 #      bench.py with resnet50 --amp, and one epoch of baseline.py on it
 #   4. runs at a time: benchmarks/jobs.py, the images per second of 1, 2, 4 and 8
 #      ResNet-20 runs sharing the GPU; the best becomes run_all.sh's JOBS below
-#   5. run_all.sh gpu-short in the time left (BUDGET), so finished runs can be carried on later:
-#      CONTINUE=gpu-short.tar.gz (from an earlier check) skips the runs it holds
+#   5. run_all.sh gpu-short in the time left (BUDGET), when that is at least 150 s: CONTINUE=DIR
+#      (the OUTDIR of an earlier check) skips the runs finished there and resumes the paused ones
 #
-# --table: step 5 alone, with the whole DEADLINE: the full gpu-short table takes about 35 minutes
-# of one H200 (docs/results.md), so it is filled over several slots, each carrying on the last:
-#   CONTINUE=gpu-short.tar.gz bash benchmarks/gpu.sh DATA OUTDIR --table
+# --table: step 5 alone, for all of DEADLINE: the full gpu-short table is some 35 minutes of one
+# H200 (an estimate, docs/results.md), so it is filled over slots, each carrying on the last:
+#   DEADLINE=540 bash benchmarks/gpu.sh DATA out1 --table
+#   DEADLINE=540 CONTINUE=out1 bash benchmarks/gpu.sh DATA out2 --table     # and so on
 # --dry-run: the same steps on the CPU at tiny sizes, in two to three minutes (CI runs it): it proves
 # that every step works and measures nothing. Environment: DEADLINE (seconds for the whole check,
 # default 510), PYTHON, EXTRA (flags for every training command, e.g. --cache-dir DIR).
 set -uo pipefail
-cd "$(dirname "$0")/.."
-[[ $# -ge 2 ]] || { echo "usage: bash benchmarks/gpu.sh DATA OUTDIR [--dry-run]" >&2; exit 2; }
-DATA=$1 OUTDIR=$2 MODE=${3:-}
+[[ $# -ge 2 && $# -le 3 ]] || { echo "usage: bash benchmarks/gpu.sh DATA OUTDIR [--dry-run | --table]" >&2; exit 2; }
+absolute() { if [[ $1 == /* ]]; then echo "$1"; else echo "$PWD/$1"; fi; }
+DATA=$(absolute "$1") OUTDIR=$(absolute "$2") MODE=${3:-} CONTINUE=${CONTINUE:+$(absolute "$CONTINUE")}
 [[ -z $MODE || $MODE == --dry-run || $MODE == --table ]] || { echo "gpu.sh: unknown option $MODE (--dry-run or --table)" >&2; exit 2; }
+[[ -z $CONTINUE || -f $CONTINUE/gpu-short.tar.gz ]] ||
+  { echo "gpu.sh: CONTINUE=$CONTINUE holds no gpu-short.tar.gz: give the OUTDIR of an earlier check" >&2; exit 2; }
 DRY=${MODE/--table/}
+cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-$(command -v python3 || command -v python)}
 DEADLINE=${DEADLINE:-510}
 EXTRA=${EXTRA:-}
@@ -132,17 +137,23 @@ runs_at_a_time() {  # 4. runs at a time: sets JOBS
 gpu_short() {  # 5. run_all.sh gpu-short in the time left
   RUNS="$WORK/runs/gpu-short"
   mkdir -p "$RUNS"
-  [[ -n ${CONTINUE:-} ]] && tar xzf "$CONTINUE" -C "$RUNS"
-  budget=$(( $(left) - 30 ))
-  if (( budget > 60 )); then
+  for earlier in ${CONTINUE:+"$CONTINUE"/gpu-short.tar.gz "$CONTINUE"/carry-on.tar.gz}; do
+    [[ ! -f $earlier ]] || tar xzf "$earlier" -C "$RUNS" || { echo "gpu.sh: cannot unpack $earlier" >&2; exit 2; }
+  done
+  budget=$(( $(left) - 30 )) least=150  # less than one run's length would finish nothing
+  [[ $MODE != --table ]] || least=60
+  if (( budget >= least )); then
     t=$SECONDS
     env DATA="$DATA" OUT="$RUNS" BUDGET=$budget PYTHON="$PYTHON" ${JOBS:+JOBS=$JOBS} "${RUN_ALL[@]}" \
       bash run_all.sh gpu-short > "$OUTDIR/run_all.txt" 2>&1
     finished=$(find "$RUNS" -path '*/s*/result.json' | grep -vc /teacher/)
     runs=$(grep -c '^row ' "$RUNS/rows.txt" 2>/dev/null); seeds=$(sed -n 's/^seeds //p' "$RUNS/rows.txt")
-    row "run_all.sh gpu-short" "$finished of $((runs * seeds)) runs finished, $((SECONDS - t)) s of a ${budget}-s budget (JOBS=${JOBS:-4})$([[ -f $RUNS/ablation-gpu-short.md ]] && echo "; table: ablation-gpu-short.md")"
+    row "run_all.sh gpu-short" "$finished of $((runs * seeds)) runs finished, $((SECONDS - t)) s of a ${budget}-s budget (JOBS=${JOBS:-default})$([[ -f $RUNS/ablation-gpu-short.md ]] && echo "; table: ablation-gpu-short.md")"
     (cd "$RUNS" && find . \( -name result.json -o -name log.jsonl -o -name '*.command' -o -name '*.log' -o -name rows.txt \) -print0 |
       tar czf "$OUTDIR/gpu-short.tar.gz" --null -T -)
+    (cd "$RUNS" && { [[ ! -f teacher/s0/model.pt ]] || echo teacher/s0/model.pt
+       for run in */s*/; do [[ ! -f $run/last.pt || -f $run/result.json ]] || echo "${run}last.pt"; done; } > "$WORK/carry"
+     [[ ! -s $WORK/carry ]] || tar czf "$OUTDIR/carry-on.tar.gz" -T "$WORK/carry")
     cp "$RUNS"/ablation-gpu-short.* "$OUTDIR/" 2>/dev/null
   elif [[ $MODE == --table ]]; then
     row "run_all.sh gpu-short" "not started: ${budget}s left of DEADLINE=$DEADLINE"
@@ -157,7 +168,7 @@ gpu_short
 {
   echo "# GPU check: $GPU, $VERSIONS, $(date -u +%Y-%m-%d)${DRY:+ (dry run on the CPU: nothing measured)}"
   echo
-  echo "Command: \`bash benchmarks/gpu.sh $1 OUTDIR${MODE:+ $MODE}\`, $((SECONDS - START)) s in all. Details: $([[ $MODE == --table ]] || echo 'tests.txt, bench.txt, ')run_all.txt."
+  echo "Command: \`${CONTINUE:+CONTINUE=$CONTINUE }DEADLINE=$DEADLINE bash benchmarks/gpu.sh $1 OUTDIR${MODE:+ $MODE}\`, $((SECONDS - START)) s in all. Details: $([[ $MODE == --table ]] || echo 'tests.txt, bench.txt, ')run_all.txt."
   echo
   echo "| step | result |"
   echo "|---|---|"

@@ -34,7 +34,7 @@ def start_processes(args):
     world = int(os.environ.get('WORLD_SIZE', 1))
     rank, local_rank = int(os.environ.get('RANK', 0)), int(os.environ.get('LOCAL_RANK', 0))
     device = parse_device(args.device)
-    if device.type == 'cuda':  # an index always: older torch's set_device refuses a bare 'cuda'
+    if device.type == 'cuda':  # with its index: set_device refuses a bare 'cuda'
         device = torch.device('cuda', local_rank if world > 1 else device.index or 0)
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True

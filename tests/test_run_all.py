@@ -204,3 +204,26 @@ def test_the_gpu_check_runs_every_step_as_a_dry_run_on_the_cpu(smoke_data, tmp_p
         names = tar.getnames()
     assert './baseline/s0/result.json' in names and './distill/s0/log.jsonl' in names
     assert not [n for n in names if n.endswith('.pt')]  # no checkpoints
+    with tarfile.open(tmp_path / 'out' / 'carry-on.tar.gz') as tar:
+        assert tar.getnames() == ['teacher/s0/model.pt']  # what a later slot needs, nothing more
+
+    # --table carries on from that check (a relative CONTINUE): only the run missing there trains,
+    # and distill finds the teacher that the earlier slot trained
+    earlier = tmp_path / 'earlier'
+    earlier.mkdir()
+    with tarfile.open(tmp_path / 'out' / 'gpu-short.tar.gz') as old, \
+            tarfile.open(earlier / 'gpu-short.tar.gz', 'w:gz') as new:
+        for member in old.getmembers():
+            if not member.name.startswith('./distill/'):
+                new.addfile(member, old.extractfile(member) if member.isfile() else None)
+    (earlier / 'carry-on.tar.gz').write_bytes((tmp_path / 'out' / 'carry-on.tar.gz').read_bytes())
+    env.update(CONTINUE='earlier', ROWS='baseline mixup distill', SEEDS='1',
+               EXTRA=f"--device cpu --epochs 1 --subset 32 --test-subset 32 --batch-size 8 {env['EXTRA']}")
+    proc = subprocess.run(['bash', str(REPO / 'benchmarks/gpu.sh'), str(data), 'later', '--table'], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert '| run_all.sh gpu-short | 3 of 3 runs finished' in proc.stdout
+    with tarfile.open(tmp_path / 'later' / 'gpu-short.tar.gz') as tar:
+        logs = {row: tar.extractfile(f'./{row}/s0.log').read().decode() for row in ('baseline', 'mixup', 'distill')}
+    assert 'is finished already' in logs['baseline'] and 'is finished already' in logs['mixup']
+    assert 'is finished already' not in logs['distill'] and 'epoch 1/1' in logs['distill']

@@ -285,8 +285,9 @@ def test_a_device_that_is_not_here_is_one_clear_line(run_args, device, message):
         common.main(baseline, run_args('--device', device))
 
 
-def test_a_bare_cuda_device_gets_its_index_before_set_device(monkeypatch):
-    # torch 2.11's set_device refuses torch.device('cuda') (no index): found on an H200, 2026-11-26
+def test_a_cuda_device_gets_its_index_before_set_device(monkeypatch):
+    # torch.cuda.set_device refuses torch.device('cuda') (no index): every CUDA run stopped at start-up
+    # on the first GPU check (an H200, 2026-11-26). Alone: cuda -> cuda:0; under torchrun: cuda:LOCAL_RANK.
     from support import device as devices
     chosen = []
 
@@ -297,10 +298,17 @@ def test_a_bare_cuda_device_gets_its_index_before_set_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
     monkeypatch.setattr(torch.cuda, 'set_device', set_device)
+    monkeypatch.setattr(torch.backends.cudnn, 'benchmark', False)
+    monkeypatch.setattr(devices.dist, 'init_process_group', lambda backend: None)
+    for variable in ('WORLD_SIZE', 'RANK', 'LOCAL_RANK'):
+        monkeypatch.delenv(variable, raising=False)
     for name, index in [('cuda', 0), ('auto', 0), ('cuda:1', 1)]:
         args = types.SimpleNamespace(device=name, batch_size=8, threads=0)
         assert devices.start_processes(args) == (0, 1, torch.device('cuda', index))
-    assert chosen == [torch.device('cuda', 0), torch.device('cuda', 0), torch.device('cuda', 1)]
+    monkeypatch.setenv('WORLD_SIZE', '2'), monkeypatch.setenv('RANK', '1'), monkeypatch.setenv('LOCAL_RANK', '1')
+    assert devices.start_processes(types.SimpleNamespace(device='cuda', batch_size=8, threads=0)) == \
+        (1, 2, torch.device('cuda', 1))
+    assert chosen == [torch.device('cuda', i) for i in (0, 0, 1, 1)]
 
 
 def test_cifar_offline_says_where_to_put_the_files(tmp_path, monkeypatch):
