@@ -142,7 +142,8 @@ def save_result(run, result):
 
 @contextlib.contextmanager
 def ctrl_c_held():
-    """Hold a Ctrl-C (SIGINT) that arrives inside the block and raise it when the block ends."""
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block and raise it when the block ends; inside
+    another hold, hand it on to that one, which raises it when the outer block ends."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -153,7 +154,9 @@ def ctrl_c_held():
     finally:
         signal.signal(signal.SIGINT, previous)
         if caught:
-            raise KeyboardInterrupt
+            if not callable(previous):
+                raise KeyboardInterrupt
+            previous(signal.SIGINT, None)  # the default handler raises KeyboardInterrupt; an outer hold records it
 
 
 def model_file(run):

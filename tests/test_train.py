@@ -86,6 +86,19 @@ def test_ctrl_c_while_saving_is_held_until_log_and_last_pt_are_both_written():
     assert done == ['log', 'last.pt'] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_a_ctrl_c_inside_two_holds_is_raised_once_when_the_outer_one_ends():
+    # common.main holds around save_epoch, which holds too: raising at the inner end skipped the
+    # outer block's `saved = epoch + 1`, and the message said one epoch fewer than last.pt held
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with archive.ctrl_c_held():
+            with archive.ctrl_c_held():
+                os.kill(os.getpid(), signal.SIGINT)
+                done.append('inner')
+            done.append('outer')
+    assert done == ['inner', 'outer'] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_ctrl_c_ends_with_one_line_saying_what_last_pt_holds(run_args, tmp_path):
     proc = subprocess.Popen([sys.executable, 'baseline.py', *run_args('--epochs', '1000')], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
