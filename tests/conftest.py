@@ -46,13 +46,18 @@ def folder(tmp_path):
     return make_folder(tmp_path / 'data')
 
 
+def run_argv(data_dir, root, epochs, batch_size, device):
+    """argv(*extra, out='run') for a short run on data_dir, its cache and run folder under root."""
+    def argv(*extra, out='run'):
+        return ['--data', str(data_dir), '--epochs', str(epochs), '--batch-size', str(batch_size), '--device', device,
+                '--cache-dir', str(root / 'cache'), '--out', str(root / out), *map(str, extra)]
+    return argv
+
+
 @pytest.fixture
 def run_args(tmp_path, folder):
     """argv for a one-epoch run on the synthetic folder, everything in tmp_path."""
-    def argv(*extra, out='run'):
-        return ['--data', str(folder), '--epochs', '1', '--batch-size', '8', '--device', 'cpu',
-                '--cache-dir', str(tmp_path / 'cache'), '--out', str(tmp_path / out), *map(str, extra)]
-    return argv
+    return run_argv(folder, tmp_path, epochs=1, batch_size=8, device='cpu')
 
 
 @pytest.fixture(scope='session')

@@ -12,7 +12,7 @@ import torch
 import baseline
 import common
 import evaluate
-from conftest import REPO, interrupted_in_epoch_2
+from conftest import REPO, interrupted_in_epoch_2, run_argv
 
 pytestmark = pytest.mark.gpu
 
@@ -20,10 +20,7 @@ pytestmark = pytest.mark.gpu
 @pytest.fixture
 def cifar_args(cifar_copy, tmp_path):
     """argv for a short run on 1,000 real CIFAR-10 images (300 test) on the GPU."""
-    def argv(*extra, out='run'):
-        return ['--data', str(cifar_copy), '--epochs', '3', '--batch-size', '50', '--device', 'cuda',
-                '--cache-dir', str(tmp_path / 'cache'), '--out', str(tmp_path / out), *map(str, extra)]
-    return argv
+    return run_argv(cifar_copy, tmp_path, epochs=3, batch_size=50, device='cuda')
 
 
 def log_rows(path):
@@ -34,8 +31,7 @@ def log_rows(path):
 def fp32_acc(cifar_copy, tmp_path_factory):
     """The fp32 reference: 3 epochs on the GPU reach 25-35% here; half precision must land within noise."""
     tmp = tmp_path_factory.mktemp('fp32')
-    result = common.main(baseline, ['--data', str(cifar_copy), '--epochs', '3', '--batch-size', '50', '--device',
-                                    'cuda', '--cache-dir', str(tmp / 'cache'), '--out', str(tmp / 'run')])
+    result = common.main(baseline, run_argv(cifar_copy, tmp, epochs=3, batch_size=50, device='cuda')())
     return result['final_test_acc']
 
 
