@@ -378,8 +378,7 @@ def main(script, argv=None):
                   'precision': str(run.amp_dtype or torch.float32).split('.')[-1], 'torch': torch.__version__,
                   'finished': time.strftime('%Y-%m-%d %H:%M:%S')}
         board.close()
-        with archive.ctrl_c_held():  # model.pt and result.json are written whole or not at all
-            archive.save_result(run, result)
+        archive.save_result(run, result)  # model.pt and result.json, whole or not at all (it holds Ctrl-C)
     except data.DataError as e:  # an unreadable image met while streaming
         fail(str(e))
     except KeyboardInterrupt:  # Ctrl-C, or run_all.sh's time budget

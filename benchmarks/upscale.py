@@ -26,8 +26,8 @@ def images_of(source):
     splits = data.find_folder_splits(source)
     if splits is None:  # torchvision's CIFAR-10 (downloaded there if missing)
         train_x, train_y, test_x, test_y, classes = data.load_cifar('cifar10', source)
-        return {'train': [(classes[y], str(i), lambda x=x: x) for i, (x, y) in enumerate(zip(train_x, train_y.tolist()))],
-                'test': [(classes[y], str(i), lambda x=x: x) for i, (x, y) in enumerate(zip(test_x, test_y.tolist()))]}
+        return {split: [(classes[y], str(i), lambda x=x: x) for i, (x, y) in enumerate(zip(images, labels.tolist()))]
+                for split, images, labels in (('train', train_x, train_y), ('test', test_x, test_y))}
     out = {}
     for split_dir, name in zip(splits, ('train', 'test')):
         files, classes, _ = data.list_images(split_dir)

@@ -61,8 +61,9 @@ def amp_dtype(args, device, log):
         return {'fp16': torch.float16, 'bf16': torch.bfloat16}.get(args.amp, auto)
     if args.amp == 'fp16':
         fail(f"--amp fp16: half precision is for CUDA GPUs; on {device.type} use --amp (bf16 where the CPU has it)")
-    if device.type == 'cpu' and (cpu_has_bf16() or args.amp == 'bf16'):
-        if not cpu_has_bf16():
+    native = cpu_has_bf16()
+    if device.type == 'cpu' and (native or args.amp == 'bf16'):
+        if not native:
             log("--amp bf16: this CPU has no bf16 units (AVX512-BF16 or AMX): bf16 runs emulated")
         return torch.bfloat16
     log(f"--amp: no fast half precision on this {device.type} (bf16 needs AVX512-BF16 or AMX); training in fp32")
