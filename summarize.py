@@ -4,11 +4,11 @@
 
 reads runs/<preset>/<row>/s<seed>/result.json (and log.jsonl) and writes
 ablation-<preset>.md: per row the tricks, the final test accuracy as mean +- std over seeds,
-its difference to the baseline with that difference's own std, epochs, wall time per run,
-and the paper's reported change beside it; and ablation-<preset>.png (test accuracy per
-epoch of each row, and the differences with 2-std error bars) when matplotlib is installed.
-A difference smaller than 2 std is marked as noise. The accuracy is the final epoch's,
-never the best epoch's: no model is selected on the test set.
+its difference to the baseline with that difference's standard error (paired by seed), epochs,
+wall time per run, and the paper's reported change beside it; and ablation-<preset>.png (test
+accuracy per epoch of each row, and the differences with bars of 2 standard errors) when
+matplotlib is installed. A difference smaller than 2 standard errors is marked as noise. The
+accuracy is the final epoch's, never the best epoch's: no model is selected on the test set.
 """
 import argparse
 import json
@@ -70,8 +70,20 @@ def stats(values):
     return mean, std
 
 
+def difference(row, reference):
+    """(row - reference, its standard error) from {seed: accuracy}: paired by seed where every seed
+    of each is in the other (a seed fixes the init, the data order and the crops, so the pairs
+    differ only by the trick), else as two independent samples."""
+    if row.keys() == reference.keys() and len(row) > 1:
+        diffs = [row[s] - reference[s] for s in row]
+        return statistics.fmean(diffs), statistics.stdev(diffs) / math.sqrt(len(diffs))
+    (mean, std), (ref_mean, ref_std) = stats(list(row.values())), stats(list(reference.values()))
+    return mean - ref_mean, math.sqrt(std ** 2 / len(row) + ref_std ** 2 / len(reference))
+
+
 def table(runs, header, missing, preset):
-    accs = {row: [r['final_test_acc'] for r, _ in seeds] for row, seeds in runs.items()}
+    by_seed = {row: {r['args']['seed']: r['final_test_acc'] for r, _ in seeds} for row, seeds in runs.items()}
+    accs = {row: list(seeds.values()) for row, seeds in by_seed.items()}
     reference = next((r for r in REFERENCE_ROWS if r in accs), None)
     lines = [f"# Ablation: {preset}", ""]
     for key in ('data', 'flags', 'seeds'):
@@ -86,7 +98,8 @@ def table(runs, header, missing, preset):
     if 'teacher' in header:
         lines.append(f"- distillation teacher: {header['teacher'][0]}")
     lines += ["- accuracy: the final epoch's test accuracy (%), mean +- std over seeds; delta: to "
-              f"`{reference}`, +- the std of that difference; *noise*: smaller than 2 std", ""]
+              f"`{reference}`, the mean of the per-seed differences (a seed fixes the init, the data order "
+              "and the crops) +- its standard error; *noise*: smaller than 2 standard errors", ""]
     lines.append("| Row | Tricks | Test acc. (%) | Delta | Seeds | Epochs | Wall time / run | Reported |")
     lines.append("|---|---|---|---|---|---|---|---|")
     deltas = {}
@@ -95,9 +108,7 @@ def table(runs, header, missing, preset):
         acc = f"{mean:.2f} +- {std:.2f}" if len(values) > 1 else f"{mean:.2f}"
         delta = ''
         if reference and row != reference:
-            ref_mean, ref_std = stats(accs[reference])
-            d = mean - ref_mean
-            sd = math.sqrt(std ** 2 / len(values) + ref_std ** 2 / len(accs[reference]))
+            d, sd = difference(by_seed[row], by_seed[reference])
             deltas[row] = (d, sd)
             delta = f"{d:+.2f}" + ('' if math.isnan(sd) else f" +- {sd:.2f}" + (' *noise*' if abs(d) < 2 * sd else ''))
         results = [r for r, _ in runs[row]]
@@ -112,7 +123,7 @@ def table(runs, header, missing, preset):
 
 
 def plot(runs, deltas, path):
-    """Test accuracy per epoch (mean over seeds) for each row, and the deltas with 2-std bars."""
+    """Test accuracy per epoch (mean over seeds) for each row, and the deltas with bars of 2 standard errors."""
     try:
         import matplotlib
         matplotlib.use('Agg')
@@ -127,6 +138,7 @@ def plot(runs, deltas, path):
             curves.plot(range(1, epochs + 1), mean, label=row, marker='.' if epochs < 20 else None,
                         linestyle=('-', '--', ':')[i // 10 % 3])  # the colours repeat after 10 rows
     curves.set(xlabel='epoch', ylabel='test accuracy (%)', title='test accuracy, mean over seeds')
+    curves.xaxis.get_major_locator().set_params(integer=True)
     curves.legend(fontsize=7)
     names = list(deltas)
     values = [deltas[n][0] for n in names]
@@ -134,7 +146,7 @@ def plot(runs, deltas, path):
     bars.barh(names, values, xerr=errors, color=['tab:green' if v > 0 else 'tab:red' for v in values])
     bars.axvline(0, color='black', linewidth=0.8)
     bars.invert_yaxis()
-    bars.set(xlabel='difference to the baseline (points, +- 2 std)', title='delta per row')
+    bars.set(xlabel='difference to the baseline (points, +- 2 standard errors)', title='delta per row')
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

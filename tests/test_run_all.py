@@ -32,6 +32,16 @@ def run_all(root, data, out, rows=None, extra='', jobs=2, **popen):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
 
 
+def test_a_note_written_over_two_lines_in_run_all_sh_stays_one_line_in_rows_txt(tmp_path):
+    # PYTHON=false: every run fails at once; rows.txt is written before them
+    env = dict(os.environ, OUT=str(tmp_path / 'out'), PYTHON='false', SEEDS='1', ROWS='baseline')
+    subprocess.run(['bash', 'run_all.sh', 'resnet18'], cwd=REPO, env=env, capture_output=True, timeout=60)
+    notes = [line for line in (tmp_path / 'out' / 'rows.txt').read_text().splitlines() if line.startswith('note ')]
+    assert any('93.10 (baseline)' in n and '94.63 (all four): one run each' in n for n in notes), notes
+    keys = {line.split()[0] for line in (tmp_path / 'out' / 'rows.txt').read_text().splitlines()}
+    assert keys <= {'preset', 'command', 'out', 'data', 'flags', 'jobs', 'seeds', 'note', 'row'}, keys
+
+
 def log_row(path):
     return json.loads((path / 'log.jsonl').read_text().splitlines()[-1])
 
@@ -120,7 +130,7 @@ def fake_run(root, row, seed, acc, epochs=3):
     d = root / row / f's{seed}'
     d.mkdir(parents=True)
     result = {'final_test_acc': acc, 'tricks': {} if row == 'baseline' else {row: {}}, 'epochs': epochs,
-              'wall_seconds': 90.0, 'device': 'cpu: test', 'torch': 'x', 'args': {'arch': 'resnet20'}}
+              'wall_seconds': 90.0, 'device': 'cpu: test', 'torch': 'x', 'args': {'arch': 'resnet20', 'seed': seed}}
     (d / 'result.json').write_text(json.dumps(result))
     (d / 'log.jsonl').write_text(''.join(json.dumps({'epoch': e + 1, 'test_acc': acc - 2 + e}) + '\n'
                                          for e in range(epochs)))
@@ -132,13 +142,17 @@ def test_summarize_means_stds_deltas_and_noise(tmp_path, monkeypatch):
         fake_run(root, 'baseline', seed, b)
         fake_run(root, 'cosine', seed, c)
         fake_run(root, 'mixup', seed, m)
+    for seed, acc in enumerate([70.0, 71.0, 72.0]):  # a seed that the baseline lacks: not paired
+        fake_run(root, 'labelsmooth', seed, acc)
     (root / 'rows.txt').write_text('preset cpu\nnote short runs\nrow baseline baseline.py\nrow cosine cosine.py\n'
-                                   'row mixup mixup.py\nrow all warmup.py\n')
+                                   'row mixup mixup.py\nrow labelsmooth labelsmooth.py\nrow all warmup.py\n')
     text = summarize.main([str(root), '--out', str(tmp_path / 'docs')])
     lines = {line.split('|')[1].strip(): line for line in text.splitlines() if line.startswith('| ')}
     assert '71.00 +- 1.41' in lines['baseline']
-    assert '+0.20 +- 1.02 *noise*' in lines['cosine']  # sqrt(1.41^2/2 + 0.28^2/2) = 1.02 > 0.2 / 2
-    assert '+3.00 +- 1.41' in lines['mixup'] and '*noise*' not in lines['mixup']
+    # paired by seed: the differences +1.0 and -0.6, mean +0.2, standard error 1.13 / sqrt(2) = 0.80
+    assert '+0.20 +- 0.80 *noise*' in lines['cosine']
+    assert '+3.00 +- 0.00' in lines['mixup'] and '*noise*' not in lines['mixup']  # +3 at each seed
+    assert '+0.00 +- 1.15 *noise*' in lines['labelsmooth']  # unpaired: sqrt(1^2/3 + 1.41^2/2)
     assert '+0.75 (77.16 -> 77.91' in lines['cosine']
     assert 'Not finished yet: all' in text and 'note: short runs' in text
     assert (tmp_path / 'docs' / 'ablation-cpu.md').read_text() == text
