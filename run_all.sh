@@ -44,6 +44,8 @@
 # measures it), each with --threads set so that together they use the CPU cores once. The
 # distillation teacher runs beside the rows and only the distill rows wait for it. Each run
 # writes its own DIR.log; this script's output says which run went where.
+
+{  # bash reads all of this group before it runs it: an edit of this file during a run of hours cannot change it
 set -uo pipefail
 set -m  # each run in its own process group: a Ctrl-C reaches this script, which stops every run once
 cd "$(dirname "$0")"
@@ -275,3 +277,5 @@ if [[ -f $OUT/paused ]]; then
   exit 0
 fi
 echo "run_all.sh $PRESET: done in $((SECONDS - START))s; table in $OUT/ablation-$PRESET.md"
+exit 0
+}

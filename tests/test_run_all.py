@@ -42,6 +42,22 @@ def test_a_note_written_over_two_lines_in_run_all_sh_stays_one_line_in_rows_txt(
     assert keys <= {'preset', 'command', 'out', 'data', 'flags', 'jobs', 'seeds', 'note', 'row'}, keys
 
 
+def test_run_all_sh_edited_in_place_while_it_runs_goes_on_as_it_was(tmp_path):
+    """bash reads a script as it goes: an editor that rewrites run_all.sh in place during a run of
+    hours would shift what bash reads next, unless bash has read it all before it starts."""
+    script = tmp_path / 'run_all.sh'
+    script.write_text((REPO / 'run_all.sh').read_text())
+    fake = tmp_path / 'python'  # each call adds a line at the top of the script, in place; then fails
+    fake.write_text(f'#!/bin/sh\nold=$(cat {script})\nprintf "# a line added by an edit\\n%s\\n" "$old" > {script}\n'
+                    'exit 1\n')
+    fake.chmod(0o755)
+    env = dict(os.environ, OUT=str(tmp_path / 'out'), PYTHON=str(fake), ROWS='baseline')
+    proc = subprocess.run(['bash', str(script), 'smoke'], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 1 and proc.stderr.strip().endswith('failed: baseline s0 summarize'), proc.stderr
+    assert script.read_text().count('# a line added by an edit') >= 2  # the fake ran, and edited it
+
+
 def log_row(path):
     return json.loads((path / 'log.jsonl').read_text().splitlines()[-1])
 
