@@ -45,7 +45,9 @@
 # distillation teacher runs beside the rows and only the distill rows wait for it. Each run
 # writes its own DIR.log; this script's output says which run went where.
 
-{  # bash reads all of this group before it runs it: an edit of this file during a run of hours cannot change it
+# One group, which bash reads whole before it runs it: an edit of this file during a run of hours
+# cannot change what the run does.
+{
 set -uo pipefail
 set -m  # each run in its own process group: a Ctrl-C reaches this script, which stops every run once
 cd "$(dirname "$0")"
@@ -74,8 +76,8 @@ case $PRESET in
     SEEDS=${SEEDS:-3}; ROWS=${ROWS:-$CPU_ROWS}
     FLAGS="--arch resnet20 --epochs 3 --subset 20000 --batch-size 128 --amp"
     TEACHER="--arch resnet32"
-    NOTES+=("3 epochs on 20,000 images (470 steps), tested on all 10,000: this short, seeds differ by as much as
-      these tricks change (they need longer runs: gpu-short); a delta under 2 standard errors is noise") ;;
+    NOTES+=("3 epochs on 20,000 images (468 steps), tested on all 10,000: this short, seeds differ by as much as
+      these tricks change (they need longer runs: gpu-short)") ;;
   gpu-short)
     SEEDS=${SEEDS:-3}; ROWS=${ROWS:-$CIFAR_ROWS}
     FLAGS="--arch resnet20 --epochs 30 --batch-size 128 --amp"
@@ -278,4 +280,4 @@ if [[ -f $OUT/paused ]]; then
 fi
 echo "run_all.sh $PRESET: done in $((SECONDS - START))s; table in $OUT/ablation-$PRESET.md"
 exit 0
-}
+}  # nothing after this line runs: keep every command inside the braces

@@ -6,8 +6,8 @@ reads runs/<preset>/<row>/s<seed>/result.json (and log.jsonl) and writes
 ablation-<preset>.md: per row the tricks, the final test accuracy as mean +- std over seeds,
 its difference to the baseline with that difference's standard error (paired by seed), epochs,
 wall time per run, and the paper's reported change beside it; and ablation-<preset>.png (test
-accuracy per epoch of each row, and the differences with bars of 2 standard errors) when
-matplotlib is installed. A difference smaller than 2 standard errors is marked as noise. The
+accuracy per epoch of each row, and the differences with their 95% intervals) when matplotlib
+is installed. A difference inside its 95% interval (Student's t) is marked as noise. The
 accuracy is the final epoch's, never the best epoch's: no model is selected on the test set.
 """
 import argparse
@@ -70,15 +70,26 @@ def stats(values):
     return mean, std
 
 
+# Student's t, two-sided 95%, by degrees of freedom; between the keys the smaller key's (wider)
+T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23, 15: 2.13,
+       20: 2.09, 30: 2.04}
+
+
 def difference(row, reference):
-    """(row - reference, its standard error) from {seed: accuracy}: paired by seed where every seed
-    of each is in the other (a seed fixes the init, the data order and the crops, so the pairs
-    differ only by the trick), else as two independent samples."""
-    if row.keys() == reference.keys() and len(row) > 1:
+    """(row - reference, its standard error, the half-width of its 95% interval, paired?) from
+    {seed: accuracy}. Paired by seed where both rows ran the same seeds (a seed fixes the init, the
+    data order and the crops, so these match within a pair), else as two independent samples with
+    the smaller one's degrees of freedom (a cautious Welch)."""
+    paired = row.keys() == reference.keys() and len(row) > 1
+    if paired:
         diffs = [row[s] - reference[s] for s in row]
-        return statistics.fmean(diffs), statistics.stdev(diffs) / math.sqrt(len(diffs))
-    (mean, std), (ref_mean, ref_std) = stats(list(row.values())), stats(list(reference.values()))
-    return mean - ref_mean, math.sqrt(std ** 2 / len(row) + ref_std ** 2 / len(reference))
+        d, se, dof = statistics.fmean(diffs), statistics.stdev(diffs) / math.sqrt(len(diffs)), len(diffs) - 1
+    else:
+        (mean, std), (ref_mean, ref_std) = stats(list(row.values())), stats(list(reference.values()))
+        d, se = mean - ref_mean, math.sqrt(std ** 2 / len(row) + ref_std ** 2 / len(reference))
+        dof = min(len(row), len(reference)) - 1
+    half = se * T95[max(k for k in T95 if k <= dof)] if dof >= 1 else float('nan')
+    return d, se, half, paired
 
 
 def table(runs, header, missing, preset):
@@ -99,7 +110,8 @@ def table(runs, header, missing, preset):
         lines.append(f"- distillation teacher: {header['teacher'][0]}")
     lines += ["- accuracy: the final epoch's test accuracy (%), mean +- std over seeds; delta: to "
               f"`{reference}`, the mean of the per-seed differences (a seed fixes the init, the data order "
-              "and the crops) +- its standard error; *noise*: smaller than 2 standard errors", ""]
+              "and the crops) +- its standard error; *noise*: inside its 95% interval (Student's t with "
+              "seeds - 1 degrees of freedom: +- 4.30 standard errors for 3 seeds, 12.71 for 2)", ""]
     lines.append("| Row | Tricks | Test acc. (%) | Delta | Seeds | Epochs | Wall time / run | Reported |")
     lines.append("|---|---|---|---|---|---|---|---|")
     deltas = {}
@@ -108,9 +120,11 @@ def table(runs, header, missing, preset):
         acc = f"{mean:.2f} +- {std:.2f}" if len(values) > 1 else f"{mean:.2f}"
         delta = ''
         if reference and row != reference:
-            d, sd = difference(by_seed[row], by_seed[reference])
-            deltas[row] = (d, sd)
-            delta = f"{d:+.2f}" + ('' if math.isnan(sd) else f" +- {sd:.2f}" + (' *noise*' if abs(d) < 2 * sd else ''))
+            d, se, half, paired = difference(by_seed[row], by_seed[reference])
+            deltas[row] = (d, half)
+            delta = f"{d:+.2f}"
+            if not math.isnan(half):
+                delta += f" +- {se:.2f}" + ('' if paired else ' (unpaired)') + (' *noise*' if abs(d) < half else '')
         results = [r for r, _ in runs[row]]
         tricks = ', '.join(results[0]['tricks']) or '-'
         wall = statistics.fmean(r['wall_seconds'] for r in results)
@@ -123,7 +137,7 @@ def table(runs, header, missing, preset):
 
 
 def plot(runs, deltas, path):
-    """Test accuracy per epoch (mean over seeds) for each row, and the deltas with bars of 2 standard errors."""
+    """Test accuracy per epoch (mean over seeds) for each row, and the deltas with their 95% intervals."""
     try:
         import matplotlib
         matplotlib.use('Agg')
@@ -142,11 +156,11 @@ def plot(runs, deltas, path):
     curves.legend(fontsize=7)
     names = list(deltas)
     values = [deltas[n][0] for n in names]
-    errors = [0 if math.isnan(deltas[n][1]) else 2 * deltas[n][1] for n in names]
+    errors = [0 if math.isnan(deltas[n][1]) else deltas[n][1] for n in names]
     bars.barh(names, values, xerr=errors, color=['tab:green' if v > 0 else 'tab:red' for v in values])
     bars.axvline(0, color='black', linewidth=0.8)
     bars.invert_yaxis()
-    bars.set(xlabel='difference to the baseline (points, +- 2 standard errors)', title='delta per row')
+    bars.set(xlabel='difference to the baseline (points, 95% interval)', title='delta per row')
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -160,15 +160,19 @@ def test_summarize_means_stds_deltas_and_noise(tmp_path, monkeypatch):
         fake_run(root, 'mixup', seed, m)
     for seed, acc in enumerate([70.0, 71.0, 72.0]):  # a seed that the baseline lacks: not paired
         fake_run(root, 'labelsmooth', seed, acc)
+    for seed, acc in enumerate([72.0, 76.0]):  # +2 and +4: 3 standard errors, inside t's 12.71 for 1 dof
+        fake_run(root, 'warmup', seed, acc)
     (root / 'rows.txt').write_text('preset cpu\nnote short runs\nrow baseline baseline.py\nrow cosine cosine.py\n'
-                                   'row mixup mixup.py\nrow labelsmooth labelsmooth.py\nrow all warmup.py\n')
+                                   'row mixup mixup.py\nrow labelsmooth labelsmooth.py\nrow warmup warmup.py\n'
+                                   'row all warmup.py\n')
     text = summarize.main([str(root), '--out', str(tmp_path / 'docs')])
     lines = {line.split('|')[1].strip(): line for line in text.splitlines() if line.startswith('| ')}
     assert '71.00 +- 1.41' in lines['baseline']
     # paired by seed: the differences +1.0 and -0.6, mean +0.2, standard error 1.13 / sqrt(2) = 0.80
     assert '+0.20 +- 0.80 *noise*' in lines['cosine']
     assert '+3.00 +- 0.00' in lines['mixup'] and '*noise*' not in lines['mixup']  # +3 at each seed
-    assert '+0.00 +- 1.15 *noise*' in lines['labelsmooth']  # unpaired: sqrt(1^2/3 + 1.41^2/2)
+    assert '+0.00 +- 1.15 (unpaired) *noise*' in lines['labelsmooth']  # sqrt(1^2/3 + 1.41^2/2)
+    assert '+3.00 +- 1.00 *noise*' in lines['warmup']
     assert '+0.75 (77.16 -> 77.91' in lines['cosine']
     assert 'Not finished yet: all' in text and 'note: short runs' in text
     assert (tmp_path / 'docs' / 'ablation-cpu.md').read_text() == text
