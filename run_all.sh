@@ -59,7 +59,6 @@ DATA=${DATA:-data}
 EXTRA=${EXTRA:-}
 BUDGET=${BUDGET:-0}
 
-MAIN_ROWS="baseline warmup zerogamma nobiasdecay resnet_d cosine labelsmooth mixup distill cosine+mixup+ls all"
 CIFAR_ROWS="baseline warmup zerogamma nobiasdecay resnet_d cosine labelsmooth mixup distill cosine+ls cosine+mixup
             cosine+mixup+ls all cutmix randaugment ema adamw"
 CPU_ROWS="baseline cosine labelsmooth cosine+ls cosine+mixup+ls"

@@ -36,9 +36,10 @@ def test_a_note_written_over_two_lines_in_run_all_sh_stays_one_line_in_rows_txt(
     # PYTHON=false: every run fails at once; rows.txt is written before them
     env = dict(os.environ, OUT=str(tmp_path / 'out'), PYTHON='false', SEEDS='1', ROWS='baseline')
     subprocess.run(['bash', 'run_all.sh', 'resnet18'], cwd=REPO, env=env, capture_output=True, timeout=60)
-    notes = [line for line in (tmp_path / 'out' / 'rows.txt').read_text().splitlines() if line.startswith('note ')]
+    lines = (tmp_path / 'out' / 'rows.txt').read_text().splitlines()
+    notes = [line for line in lines if line.startswith('note ')]
     assert any('93.10 (baseline)' in n and '94.63 (all four): one run each' in n for n in notes), notes
-    keys = {line.split()[0] for line in (tmp_path / 'out' / 'rows.txt').read_text().splitlines()}
+    keys = {line.split()[0] for line in lines}
     assert keys <= {'preset', 'command', 'out', 'data', 'flags', 'jobs', 'seeds', 'note', 'row'}, keys
 
 
