@@ -45,6 +45,12 @@
 # distillation teacher runs beside the rows and only the distill rows wait for it. Each run
 # writes its own DIR.log; this script's output says which run went where.
 
+# bash 4.4 or later: older ones (macOS ships 3.2) stop at the first empty array under set -u.
+if ((BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] < 404)); then
+  echo "run_all.sh: needs bash >= 4.4, this is $BASH_VERSION: install a newer bash (macOS: brew install bash) and run it with that" >&2
+  exit 2
+fi
+
 # One group, which bash reads whole before it runs it: an edit of this file during a run of hours
 # cannot change what the run does.
 {
