@@ -15,6 +15,11 @@ ratios are medians of each round's ratios, whose terms were timed seconds apart,
 machine's drift (seen here: +-6% between rounds on a 2-core VM) cancels. Timings on a busy
 machine mean nothing: run nothing else heavy meanwhile.
 
+It also counts the operations (top-level PyTorch ops, through torch.profiler) of a step of (a)
+and of (b): on a GPU, a small net's step is paced by launching its kernels, so every operation
+the loop adds beyond the model's costs time there (measured on an H200: ResNet-20's a/b was
+0.857 when the count's ratio was 0.863).
+
     python bench.py --data /tmp/cifar10 --arch resnet20 --batch-size 128
 """
 import argparse
@@ -50,6 +55,15 @@ def time_steps(device, steps, warmup, step):
         step()
     sync(device)
     return time.perf_counter() - t
+
+
+def operations(fn):
+    """How many top-level PyTorch operations fn() runs (views included: each is a dispatch)."""
+    from torch.profiler import ProfilerActivity, profile
+    os.environ.setdefault('KINETO_LOG_LEVEL', '5')  # without a GPU, the CUDA build's profiler logs an error
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(event.cpu_parent is None for event in prof.events())
 
 
 def cores():
@@ -112,6 +126,9 @@ def main(argv=None):
             x = x.contiguous(memory_format=torch.channels_last)
         common.train_step(run, x, y)
 
+    real_steps(2)
+    ops_b = operations(model_step)
+    ops_a = (operations(lambda: real_steps(6)) - operations(lambda: real_steps(2))) / 4  # per step, less the epoch's setup
     rates = {'a': [], 'b': [], 'c': []}
     b = args.batch_size
     print(f"bench: {args.arch}, batch {b}, {device_name(device)}, "
@@ -133,7 +150,8 @@ def main(argv=None):
     print(f"(b) model step alone on ready tensors:                  {bb:8.1f} img/s")
     print(f"(c) ImageFolder + PIL + DataLoader({own.workers} workers):         {c:8.1f} img/s")
     print(f"a/b = {a_b:.3f}   a/c = {a_c:.3f}   (medians of per-round ratios)")
-    return {'a': a, 'b': bb, 'c': c, 'a/b': a_b, 'a/c': a_c, 'rounds': rates}
+    print(f"operations per step: (a) {ops_a:.0f}, (b) {ops_b}; their ratio {ops_b / ops_a:.3f}")
+    return {'a': a, 'b': bb, 'c': c, 'a/b': a_b, 'a/c': a_c, 'rounds': rates, 'ops_a': ops_a, 'ops_b': ops_b}
 
 
 if __name__ == '__main__':

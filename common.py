@@ -177,32 +177,35 @@ def train_step(run, images, targets):
     return loss.detach()
 
 
+def loss_stats(losses, first_step):
+    """[mean loss, first non-finite step or -1] of a list of loss tensors, as one tensor."""
+    losses = torch.stack(losses)
+    bad = ~torch.isfinite(losses)
+    first_bad = torch.where(bad.any(), first_step + bad.int().argmax(), -1)
+    return torch.stack([losses.mean(), first_bad.float()])
+
+
 def train_epoch(run, epoch, max_steps=None):
     """One pass over the training set: ([mean loss, first non-finite step or -1] as a tensor, steps).
 
-    Loss and the non-finite flag add up on the device; the caller reads them once."""
+    The losses stay on the device, a list of tensors (no work per step); the caller reads them once."""
     run.train_net.train()
-    loss_sum = torch.zeros((), device=run.device)
-    first_bad = torch.full((), -1, device=run.device, dtype=torch.long)
-    steps, last_print = 0, time.perf_counter()
+    losses, first_step, last_print = [], run.step, time.perf_counter()
     for images, targets in train_batches(run, epoch):
         lr = learning_rate(run, run.step)
         for group in run.optimizer.param_groups:
             group['lr'] = lr * group.get('lr_scale', 1.0)
-        loss = train_step(run, images, targets)
-        loss_sum += loss
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), run.step, first_bad)
+        losses.append(train_step(run, images, targets))
         run.step += 1
-        steps += 1
-        if time.perf_counter() - last_print > 30 and steps < run.steps_per_epoch:  # slow machines: a line per 30 s
+        if time.perf_counter() - last_print > 30 and len(losses) < run.steps_per_epoch:  # slow machines: a line per 30 s
             last_print = time.perf_counter()
-            mean, bad = (loss_sum / steps).item(), first_bad.item()  # the one sync in 30 s
-            run.log(f"  epoch {epoch + 1} step {steps}/{run.steps_per_epoch}  train_loss {mean:.4f}")
+            mean, bad = loss_stats(losses, first_step).tolist()  # the one sync in 30 s
+            run.log(f"  epoch {epoch + 1} step {len(losses)}/{run.steps_per_epoch}  train_loss {mean:.4f}")
             if bad >= 0 and run.world == 1:
                 break
-        if max_steps and steps >= max_steps:
+        if max_steps and len(losses) >= max_steps:
             break
-    return torch.stack([loss_sum / max(steps, 1), first_bad.float()]), steps
+    return loss_stats(losses or [torch.zeros((), device=run.device)], first_step), len(losses)
 
 
 @torch.no_grad()

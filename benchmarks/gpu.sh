@@ -79,10 +79,11 @@ left() { echo $(( DEADLINE - (SECONDS - START) )); }
 limit() {  # limit SECONDS: a step's time limit, cut so that the check ends by DEADLINE (a minute kept back)
   local l=$(( $(left) - 60 )); (( l > $1 )) && l=$1; (( l < 5 )) && l=5; echo $l
 }
-# bench.py's output as one table cell: the three rates and the two ratios
+# bench.py's output as one table cell: the three rates, the two ratios and the operations' ratio
 bench_cell() {
   awk '/^\(a\)/ {a=$(NF-1)} /^\(b\)/ {b=$(NF-1)} /^\(c\)/ {c=$(NF-1)} /^a\/b =/ {ab=$3; ac=$6}
-       END {if (ab == "") print "failed (see bench.txt)"; else printf "a %s, b %s, c %s img/s; a/b %s, a/c %s\n", a, b, c, ab, ac}'
+       /^operations per step/ {ops=$NF}
+       END {if (ab == "") print "failed (see bench.txt)"; else printf "a %s, b %s, c %s img/s; a/b %s, a/c %s; ops b/a %s\n", a, b, c, ab, ac, ops}'
 }
 
 GPU=$($PYTHON -c "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')")

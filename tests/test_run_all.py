@@ -230,6 +230,7 @@ def test_the_gpu_check_runs_every_step_as_a_dry_run_on_the_cpu(smoke_data, tmp_p
                            'bench 224 px --arch resnet18 --amp', 'one epoch at 224 px',
                            'ResNet-20 --amp runs at a time', 'run_all.sh gpu-short']
     assert 'skipped' in cells['GPU tests'] and 'a/b' in cells['bench 224 px --arch resnet18 --amp']
+    assert re.search(r'ops b/a [01]\.\d{3}$', cells['bench resnet20 fp32'])
     assert cells['one epoch at 224 px'].startswith('final test accuracy')
     assert re.fullmatch(r'1: \d+ img/s; 2: \d+ img/s \(JOBS=[12]\)', cells['ResNet-20 --amp runs at a time'])
     assert cells['run_all.sh gpu-short'].startswith('3 of 3 runs finished')
