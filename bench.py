@@ -15,10 +15,10 @@ ratios are medians of each round's ratios, whose terms were timed seconds apart,
 machine's drift (seen here: +-6% between rounds on a 2-core VM) cancels. Timings on a busy
 machine mean nothing: run nothing else heavy meanwhile.
 
-It also counts the operations (top-level PyTorch ops, through torch.profiler) of a step of (a)
-and of (b): on a GPU, a small net's step is paced by launching its kernels, so every operation
-the loop adds beyond the model's costs time there (measured on an H200: ResNet-20's a/b was
-0.857 when the count's ratio was 0.863).
+It also counts the operations (top-level PyTorch ops, views included, through torch.profiler)
+of a step of (a) and of (b), when not compiled: on a GPU, a small net's step can be paced by
+launching its kernels, and then each operation the loop adds to the model's costs time there
+(an H200 gave ResNet-20 an a/b of 0.857; this count, taken on a CPU for the same code, 0.863).
 
     python bench.py --data /tmp/cifar10 --arch resnet20 --batch-size 128
 """
@@ -128,9 +128,11 @@ def main(argv=None):
 
     real_steps(2)
     ops_b = operations(model_step)
-    longer = min(6, run.steps_per_epoch)  # per step: epochs of 1 and of `longer` steps, whose setup cancels
+    # (a)'s operations per step: an epoch of `longer` steps less one of 1 step, so that what an epoch
+    # does once (its shuffle, the read of its losses) cancels; with 1 step an epoch it stays in
+    longer = min(6, run.steps_per_epoch)
     ops_a = operations(lambda: real_steps(longer))
-    if longer > 1:  # (with one step an epoch, the setup stays in: an upper bound)
+    if longer > 1:
         ops_a = (ops_a - operations(lambda: real_steps(1))) / (longer - 1)
     rates = {'a': [], 'b': [], 'c': []}
     b = args.batch_size
@@ -153,7 +155,8 @@ def main(argv=None):
     print(f"(b) model step alone on ready tensors:                  {bb:8.1f} img/s")
     print(f"(c) ImageFolder + PIL + DataLoader({own.workers} workers):         {c:8.1f} img/s")
     print(f"a/b = {a_b:.3f}   a/c = {a_c:.3f}   (medians of per-round ratios)")
-    print(f"operations per step: (a) {ops_a:.0f}, (b) {ops_b}; their ratio {ops_b / ops_a:.3f}")
+    if not args.compile:  # a compiled step is a few opaque operations: the count would mean nothing
+        print(f"operations per step: (a) {ops_a:.0f}, (b) {ops_b}; their ratio {ops_b / ops_a:.3f}")
     return {'a': a, 'b': bb, 'c': c, 'a/b': a_b, 'a/c': a_c, 'rounds': rates, 'ops_a': ops_a, 'ops_b': ops_b}
 
 

@@ -205,7 +205,7 @@ def train_epoch(run, epoch, max_steps=None):
                 break
         if max_steps and len(losses) >= max_steps:
             break
-    return loss_stats(losses or [torch.zeros((), device=run.device)], first_step), len(losses)
+    return loss_stats(losses or [torch.zeros((), device=run.device)], first_step), len(losses)  # no step: 0, -1
 
 
 @torch.no_grad()

@@ -83,7 +83,7 @@ limit() {  # limit SECONDS: a step's time limit, cut so that the check ends by D
 bench_cell() {
   awk '/^\(a\)/ {a=$(NF-1)} /^\(b\)/ {b=$(NF-1)} /^\(c\)/ {c=$(NF-1)} /^a\/b =/ {ab=$3; ac=$6}
        /^operations per step/ {ops=$NF}
-       END {if (ab == "") print "failed (see bench.txt)"; else printf "a %s, b %s, c %s img/s; a/b %s, a/c %s; ops b/a %s\n", a, b, c, ab, ac, ops}'
+       END {if (ab == "") print "failed (see bench.txt)"; else printf "a %s, b %s, c %s img/s; a/b %s, a/c %s%s\n", a, b, c, ab, ac, (ops == "" ? "" : "; ops b/a " ops)}'
 }
 
 GPU=$($PYTHON -c "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')")

@@ -417,4 +417,4 @@ def test_the_loop_adds_few_operations_to_the_model_step(run_args):
     import bench
     result = bench.main(['--rounds', '1', '--steps', '1', '--workers', '0'] + run_args('--batch-size', '4'))
     assert result['ops_b'] > 100  # the profiler saw the model step
-    assert result['ops_a'] - result['ops_b'] <= 30
+    assert result['ops_b'] <= result['ops_a'] <= result['ops_b'] + 30  # the loop's step holds the model's
