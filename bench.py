@@ -126,14 +126,16 @@ def main(argv=None):
             x = x.contiguous(memory_format=torch.channels_last)
         common.train_step(run, x, y)
 
-    real_steps(2)
-    ops_b = operations(model_step)
-    # (a)'s operations per step: an epoch of `longer` steps less one of 1 step, so that what an epoch
-    # does once (its shuffle, the read of its losses) cancels; with 1 step an epoch it stays in
-    longer = min(6, run.steps_per_epoch)
-    ops_a = operations(lambda: real_steps(longer))
-    if longer > 1:
-        ops_a = (ops_a - operations(lambda: real_steps(1))) / (longer - 1)
+    ops_a = ops_b = None  # a compiled step is a few opaque operations: not counted
+    if not args.compile:
+        real_steps(2)
+        ops_b = operations(model_step)
+        # (a)'s operations per step: an epoch of `longer` steps less one of 1 step, so that what an
+        # epoch does once (its shuffle, the read of its losses) cancels; with 1 step an epoch it stays in
+        longer = min(6, run.steps_per_epoch)
+        ops_a = operations(lambda: real_steps(longer))
+        if longer > 1:
+            ops_a = (ops_a - operations(lambda: real_steps(1))) / (longer - 1)
     rates = {'a': [], 'b': [], 'c': []}
     b = args.batch_size
     print(f"bench: {args.arch}, batch {b}, {device_name(device)}, "
@@ -155,7 +157,7 @@ def main(argv=None):
     print(f"(b) model step alone on ready tensors:                  {bb:8.1f} img/s")
     print(f"(c) ImageFolder + PIL + DataLoader({own.workers} workers):         {c:8.1f} img/s")
     print(f"a/b = {a_b:.3f}   a/c = {a_c:.3f}   (medians of per-round ratios)")
-    if not args.compile:  # a compiled step is a few opaque operations: the count would mean nothing
+    if ops_b is not None:
         print(f"operations per step: (a) {ops_a:.0f}, (b) {ops_b}; their ratio {ops_b / ops_a:.3f}")
     return {'a': a, 'b': bb, 'c': c, 'a/b': a_b, 'a/c': a_c, 'rounds': rates, 'ops_a': ops_a, 'ops_b': ops_b}
 
