@@ -91,12 +91,12 @@ def parse_space(entry):
 
 
 def flag_value(flags, name):
-    """The value given to --name in flags (None when absent)."""
-    for i, f in enumerate(flags):
-        if f == f'--{name}':
+    """The value given to --name in flags (None when absent); the last one where it is given twice, as argparse does."""
+    for i in reversed(range(len(flags))):
+        if flags[i] == f'--{name}':
             return flags[i + 1] if i + 1 < len(flags) else ''
-        if f.startswith(f'--{name}='):
-            return f.split('=', 1)[1]
+        if flags[i].startswith(f'--{name}='):
+            return flags[i].split('=', 1)[1]
     return None
 
 

@@ -156,6 +156,8 @@ def test_without_optuna_one_clear_line(monkeypatch, capsys):
     (['mixup.py', '--search', 'lr=uniform:0.1:0.4', '--', '--lr', '0.1'], '--lr is both searched and given'),
     (['mixup.py', '--search', 'lr=uniform:0.1:0.4', '--', '--out', 'x'], 'drop --out'),
     (['mixup.py', '--search', 'lr=uniform:0.1:0.4', '--', '--val-split', '0'], 'needs a val split above 0'),
+    (['mixup.py', '--search', 'lr=uniform:0.1:0.4', '--', '--val-split', '0.2', '--val-split=0'],
+     'needs a val split above 0'),  # the script would take the last one
     (['nosuch.py', '--search', 'lr=uniform:0.1:0.4'], 'nosuch.py: no such script'),
     (['mixup.py', '--example', 'awesome-work'], 'drop mixup.py'),
 ])
@@ -174,3 +176,9 @@ def test_the_awesome_work_example_fills_in_the_nni_search():
     assert flags == ['--with', 'cosine', 'labelsmooth', '--arch', 'resnet32', '--weight-decay', '1e-4',
                      '--epochs', '30', '--val-split', '0.1']
     common.parse(mixup, flags + ['--lr', '0.1', '--smoothing', '0.1', '--alpha', '0.5'])  # the script takes them
+
+
+def test_a_flag_given_twice_counts_as_its_last_value_as_argparse_takes_it():
+    _, flags = tune.parse_args(['mixup.py', '--search', 'lr=uniform:0.1:0.4', '--', '--val-split', '0', '--val-split',
+                                '0.2'])
+    assert flags == ['--val-split', '0', '--val-split', '0.2']  # a split above 0: nothing added, nothing refused
