@@ -64,7 +64,8 @@ def amp_dtype(args, device, log):
     native = cpu_has_bf16()
     if device.type == 'cpu' and (native or args.amp == 'bf16'):
         if not native:
-            log("--amp bf16: this CPU has no bf16 units (AVX512-BF16 or AMX): bf16 runs emulated")
+            log("--amp bf16: this CPU has no bf16 units (AVX512-BF16 or AMX): bf16 runs emulated, about 14 times slower "
+                "than fp32 (ResNet-20 on a 2-core AVX2 EPYC); --amp alone trains in fp32 here")
         return torch.bfloat16
     log(f"--amp: no fast half precision on this {device.type} (bf16 needs AVX512-BF16 or AMX); training in fp32")
     return None
