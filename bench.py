@@ -2,12 +2,16 @@
 
 In one run, with one model and one set of settings, the images per second of
   (a) the real training loop (common.train_epoch: in-memory uint8 data, batched augmentation,
-      lr schedule, metrics on the device),
-  (b) the model step alone, on one ready batch, over and over,
+      lr schedule, metrics on the device; on a GPU the step is one CUDA graph),
+  (b) the model step alone, on one ready batch, over and over (on a GPU: the graph's replay),
   (c) the conventional loop: torchvision ImageFolder (or CIFAR10) + PIL transforms + a
       DataLoader with --workers worker processes (default: one per CPU core), feeding the same
       model step,
-and the ratios a/b (1.0 = the loop costs nothing beyond the model) and a/c.
+  (e) on a GPU, the real loop with the step eager (--no-cuda-graph, the same flags),
+and the ratios a/b (1.0 = the loop costs nothing beyond the model), a/c and a/e (the graph's
+speed-up). On a GPU it also times one replay on the GPU alone (t_replay, CUDA events): runs
+sharing a GPU take turns on it, so together they train at most batch / t_replay images per
+second; above 0.85 ms it prints the replay's kernels by GPU time, the next thing to make faster.
 
 The three are measured in interleaved rounds, each after a few untimed warm-up steps (which
 also drain what the DataLoader prefetched meanwhile). The rates are medians over rounds; the
@@ -15,10 +19,9 @@ ratios are medians of each round's ratios, whose terms were timed seconds apart,
 machine's drift (seen here: +-6% between rounds on a 2-core VM) cancels. Timings on a busy
 machine mean nothing: run nothing else heavy meanwhile.
 
-It also counts the operations (top-level PyTorch ops, views included, through torch.profiler)
-of a step of (a) and of (b), when not compiled: on a GPU, a small net's step can be paced by
-launching its kernels, and then each operation the loop adds to the model's costs time there
-(an H200 gave ResNet-20 an a/b of 0.857; this count, taken on a CPU for the same code, 0.863).
+Where the step is eager and not compiled it also counts the operations (top-level PyTorch ops,
+views included, through torch.profiler) of a step of (a) and of (b): a step paced by launching
+its kernels pays for each operation the loop adds to the model's.
 
     python bench.py --data /tmp/cifar10 --arch resnet20 --batch-size 128
 """
@@ -66,6 +69,28 @@ def operations(fn):
     return sum(event.cpu_parent is None for event in prof.events())
 
 
+def replay_ms(graph, replays=50):
+    """GPU milliseconds of one replay of a CUDA graph (CUDA events: the GPU's time, not the host's)."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(replays):
+        graph.replay()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / replays
+
+
+def kernels_by_time(fn, rows=15):
+    """torch.profiler's table of the GPU kernels fn() runs, the longest first."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    events = prof.key_averages()
+    key = 'self_device_time_total' if hasattr(events[0], 'self_device_time_total') else 'self_cuda_time_total'
+    return events.table(sort_by=key, row_limit=rows)
+
+
 def cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
 
@@ -100,12 +125,14 @@ def main(argv=None):
     own, rest = parser.parse_known_args(argv)
     run = common.prepare(sys.modules[__name__], rest + ['--epochs', '1000'])
     args, device = run.args, run.device
+    graphed = run.graph is not None and run.graph.capture
+    eager = common.prepare(sys.modules[__name__], rest + ['--epochs', '1000', '--no-cuda-graph']) if graphed else None
 
     ready = next(common.train_batches(run, 0))  # (b): one batch through the real pipeline, reused
     epoch = iter(range(10**9))
     batches = iter(())
 
-    def real_steps(n):  # (a): the real loop, n steps at a time
+    def real_steps(n, run=run):  # (a), or (e) with run=eager: the real loop, n steps at a time
         stats, done = common.train_epoch(run, next(epoch), max_steps=n)
         stats.tolist()  # the loop's one read per epoch: included, as in training
 
@@ -126,8 +153,8 @@ def main(argv=None):
             x = x.contiguous(memory_format=torch.channels_last)
         common.train_step(run, x, y)
 
-    ops_a = ops_b = None  # a compiled step is a few opaque operations: not counted
-    if not args.compile:
+    ops_a = ops_b = None  # a compiled or graphed step is a few opaque operations: not counted
+    if not args.compile and not graphed:
         real_steps(2)
         ops_b = operations(model_step)
         # (a)'s operations per step: an epoch of `longer` steps less one of 1 step, so that what an
@@ -136,30 +163,42 @@ def main(argv=None):
         ops_a = operations(lambda: real_steps(longer))
         if longer > 1:
             ops_a = (ops_a - operations(lambda: real_steps(1))) / (longer - 1)
-    rates = {'a': [], 'b': [], 'c': []}
+    rates = {'a': [], 'b': [], 'c': [], 'e': []}
     b = args.batch_size
     print(f"bench: {args.arch}, batch {b}, {device_name(device)}, "
           f"{'channels_last' if args.channels_last else 'NCHW'}, {str(run.amp_dtype or 'fp32').split('.')[-1]}"
-          f"{', compiled' if args.compile else ''}; {own.rounds} rounds x {own.steps} steps, medians", flush=True)
+          f"{', compiled' if args.compile else ''}, step {run.step_kind}; {own.rounds} rounds x {own.steps} steps, "
+          "medians", flush=True)
+
+    def rate(steps, warmup, fn):
+        return own.steps * b / time_steps(device, steps, warmup, fn)
+
     for _ in range(own.rounds):
-        real_steps(2)  # warm-up
-        sync(device)
-        t = time.perf_counter()
-        real_steps(own.steps)
-        sync(device)
-        rates['a'].append(own.steps * b / (time.perf_counter() - t))
-        rates['b'].append(own.steps * b / time_steps(device, own.steps, 2, model_step))
-        rates['c'].append(own.steps * b / time_steps(device, own.steps, 5, conventional_step))
-    a, bb, c = (statistics.median(rates[k]) for k in 'abc')
-    a_b = statistics.median(x / y for x, y in zip(rates['a'], rates['b']))
-    a_c = statistics.median(x / y for x, y in zip(rates['a'], rates['c']))
-    print(f"(a) real loop (uint8 in memory, batched augmentation): {a:8.1f} img/s")
-    print(f"(b) model step alone on ready tensors:                  {bb:8.1f} img/s")
-    print(f"(c) ImageFolder + PIL + DataLoader({own.workers} workers):         {c:8.1f} img/s")
-    print(f"a/b = {a_b:.3f}   a/c = {a_c:.3f}   (medians of per-round ratios)")
+        rates['a'].append(rate(1, 1, lambda: real_steps(own.steps)))  # a warm-up epoch, then one timed
+        rates['b'].append(rate(own.steps, 2, model_step))
+        rates['c'].append(rate(own.steps, 5, conventional_step))
+        if eager:
+            rates['e'].append(rate(1, 1, lambda: real_steps(own.steps, run=eager)))
+    median = {k: statistics.median(v) for k, v in rates.items() if v}
+    ratios = {f'a/{k}': statistics.median(x / y for x, y in zip(rates['a'], rates[k])) for k in median if k != 'a'}
+    step = 'the graph replayed' if graphed else 'the model step alone'
+    print(f"(a) real loop (uint8 in memory, batched augmentation): {median['a']:8.1f} img/s")
+    print(f"(b) {step} on ready tensors:{' ' * (34 - len(step))}{median['b']:8.1f} img/s")
+    print(f"(c) ImageFolder + PIL + DataLoader({own.workers} workers):         {median['c']:8.1f} img/s")
+    if eager:
+        print(f"(e) real loop with the step eager (--no-cuda-graph):   {median['e']:8.1f} img/s")
+    print('   '.join(f"{k} = {v:.3f}" for k, v in ratios.items()) + "   (medians of per-round ratios)")
+    result = {**median, **ratios, 'rounds': rates, 'ops_a': ops_a, 'ops_b': ops_b, 't_replay': None}
     if ops_b is not None:
         print(f"operations per step: (a) {ops_a:.0f}, (b) {ops_b}; their ratio {ops_b / ops_a:.3f}")
-    return {'a': a, 'b': bb, 'c': c, 'a/b': a_b, 'a/c': a_c, 'rounds': rates, 'ops_a': ops_a, 'ops_b': ops_b}
+    if graphed:
+        result['t_replay'] = replay_ms(run.graph.graph)
+        print(f"t_replay = {result['t_replay']:.3f} ms of GPU time per step: runs sharing this GPU train at most "
+              f"{1000 * b / result['t_replay']:.0f} img/s together")
+        if result['t_replay'] > 0.85:  # the next lever (fusion, bf16, the memory format) is in these kernels
+            table = kernels_by_time(lambda: [run.graph.graph.replay() for _ in range(5)])
+            print(f"the kernels of 5 replays, the longest first:\n{table}")
+    return result
 
 
 if __name__ == '__main__':

@@ -15,8 +15,7 @@ A trick is a module; the loop calls the functions it defines, found by name. Eac
     DEFAULTS = {'lr': 1e-3, ...}          the defaults of the loop's flags that it changes
     model(net, args) -> net               change the freshly built net (before --weights load)
     param_groups(groups, net, args) -> groups
-                                          the optimizer's parameter groups; a group may carry
-                                          'lr_scale', a factor on its lr
+                                          the optimizer's parameter groups
     lr_factor(step, total_steps, args) -> factor on the lr at this step (0-based, per iteration)
     batch(images, targets, args) -> images, targets
                                           change a training batch: float N x 3 x S x S images in
@@ -27,7 +26,7 @@ A trick is a module; the loop calls the functions it defines, found by name. Eac
     start(run)                            once data, net and optimizer are ready, before a
                                           checkpoint is loaded into them; a trick that keeps
                                           state puts it in run.extra[key] (last.pt saves it)
-    after_step(run)                       after each optimizer step
+    after_step(run)                       after each optimizer step (eager, also on a graphed GPU)
 
 and these, which replace the loop's own (two tricks that define the same one cannot combine):
 
@@ -41,6 +40,13 @@ and these, which replace the loop's own (two tricks that define the same one can
 
 Tricks compose in the order they are named (the script, then --with's): flags add up, model,
 param_groups and batch chain, lr factors multiply.
+
+On a GPU the step (forward, loss, backward, optimizer step) runs as one CUDA graph, recorded
+once and replayed (support/cuda_graph.py). A loss hook runs inside it, so it must not call
+.item() or .tolist(), branch on a tensor's value, make tensors whose shape changes from step to
+step, or compute a Python number that changes per step: what Python computes is frozen at
+capture. State it keeps goes in tensors updated in place (as ghmc.py's running counts do).
+batch, after_step and the rest run eagerly, outside the graph.
 """
 import contextlib
 import math
@@ -57,7 +63,7 @@ import torch.nn.functional as F
 
 import data
 import models
-from support import archive, report
+from support import archive, cuda_graph, report
 from support.device import agree_across_processes, amp_dtype, device_name, start_processes
 from support.flags import describe, fail, fill_in_defaults, parse, trick_name
 # the flag types the tricks use, here so that a trick imports only common
@@ -122,6 +128,8 @@ class Run:
     schedule: object
     evaluate: object
     step: int = 0
+    graph: object = None    # the step as a CUDA graph (support/cuda_graph.py), or None: eager
+    step_kind: str = 'eager'  # how the step runs, for the opening line
 
     def hooks(self, name):
         return hooks(self.tricks, name)
@@ -144,7 +152,7 @@ def train_batches(run, epoch):
     images_in, args = run.data, run.args
     shuffle = torch.Generator().manual_seed(args.seed * 100_003 + epoch)  # the same on every process
     order = images_in.train_index[torch.randperm(len(images_in.train_index), generator=shuffle)]
-    order = order.to(images_in.train.labels.device)  # one copy per epoch: a copy per batch would wait for the GPU
+    order = data.to_device(order, images_in.train.labels.device)  # one copy per epoch, not one per batch
     share = args.batch_size // run.world
     starts = [step * args.batch_size + run.rank * share for step in range(run.steps_per_epoch)]
     for images, labels in images_in.train.batches(order[start:start + share] for start in starts):
@@ -159,22 +167,37 @@ def train_batches(run, epoch):
 
 
 def autocast(run):
-    """Mixed precision where --amp asked for it (torch 2.4 refuses an autocast on MPS even when off)."""
-    return torch.autocast(run.device.type, dtype=run.amp_dtype) if run.amp_dtype else contextlib.nullcontext()
+    """Mixed precision where --amp asked for it (torch 2.4 refuses an autocast on MPS even when off).
+    No cast cache: a CUDA graph's capture needs it off, and these nets use each weight once per forward."""
+    if not run.amp_dtype:
+        return contextlib.nullcontext()
+    return torch.autocast(run.device.type, dtype=run.amp_dtype, cache_enabled=False)
 
 
-def train_step(run, images, targets):
-    """One optimizer step; returns the loss as a tensor on the device (no host sync)."""
+def update(run, images, targets):
+    """Forward, loss, backward, optimizer step: what a CUDA graph captures. The loss, on the device."""
     with autocast(run):
         logits = run.train_net(images)
         loss = run.loss(logits.float(), targets, images, run)
-    run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
     run.scaler.step(run.optimizer)
     run.scaler.update()
+    return loss.detach()
+
+
+def train_step(run, images, targets):
+    """One optimizer step at the lr of run.step; returns the loss as a tensor on the device (no host sync)."""
+    lr = learning_rate(run, run.step)
+    if run.graph:
+        loss = run.graph(images, targets, lr)
+    else:
+        for group in run.optimizer.param_groups:
+            group['lr'] = lr
+        run.optimizer.zero_grad(set_to_none=True)
+        loss = update(run, images, targets)
     for after_step in run.hooks('after_step'):
         after_step(run)
-    return loss.detach()
+    return loss
 
 
 def loss_stats(losses, first_step):
@@ -192,9 +215,6 @@ def train_epoch(run, epoch, max_steps=None):
     run.train_net.train()
     losses, first_step, last_print = [], run.step, time.perf_counter()
     for images, targets in train_batches(run, epoch):
-        lr = learning_rate(run, run.step)
-        for group in run.optimizer.param_groups:
-            group['lr'] = lr * group.get('lr_scale', 1.0)
         losses.append(train_step(run, images, targets))
         run.step += 1
         if time.perf_counter() - last_print > 30 and len(losses) < run.steps_per_epoch:  # slow machines: a line per 30 s
@@ -208,6 +228,9 @@ def train_epoch(run, epoch, max_steps=None):
     return loss_stats(losses or [torch.zeros((), device=run.device)], first_step), len(losses)  # no step: 0, -1
 
 
+EVAL_PIXELS = 1000 * 32 * 32  # an evaluation batch: 1,000 CIFAR images, or as many pixels at other sizes
+
+
 @torch.no_grad()
 def evaluate(run, split, index, name, net=None):
     """{name}_loss, {name}_acc and {name}_top5 (percent) on `index` of `split`, sharded over processes."""
@@ -215,9 +238,10 @@ def evaluate(run, split, index, name, net=None):
     # when the processes' shards hold different numbers of batches
     net = net if net is not None else run.net if run.world > 1 else run.train_net
     net.eval()
-    mine = index[run.rank::run.world].to(split.labels.device)  # one copy, not one per batch
-    size = 2 * run.args.batch_size // run.world
+    mine = data.to_device(index[run.rank::run.world], split.labels.device)  # one copy, not one per batch
+    size = max(1, round(EVAL_PIXELS / run.data.test_image_size ** 2 / run.world))  # few launches a pass
     sums = torch.zeros(4, device=run.device)  # loss, top-1, top-5, count
+    sums[3] = len(mine)
     for images, labels in split.batches(mine[i:i + size] for i in range(0, len(mine), size)):
         images = run.data.normalize(run.data.test_view(images))
         if run.args.channels_last:
@@ -225,8 +249,8 @@ def evaluate(run, split, index, name, net=None):
         with autocast(run):
             logits = net(images).float()
         hits = logits.topk(min(5, logits.shape[1]), 1).indices == labels[:, None]
-        sums += torch.stack([F.cross_entropy(logits, labels, reduction='sum'), hits[:, 0].sum().float(),
-                             hits.any(1).sum().float(), torch.tensor(float(len(labels)), device=run.device)])
+        sums[:3] += torch.stack([F.cross_entropy(logits, labels, reduction='sum'), hits[:, 0].sum().float(),
+                                 hits.any(1).sum().float()])
     if run.world > 1:
         dist.all_reduce(sums)
     loss, top1, top5, n = sums.tolist()
@@ -294,6 +318,9 @@ def build(args, tricks, trick_flags, rank, world, device, source, log):
     report.note_left_out(run)
     for start in run.hooks('start'):
         start(run)
+    capture, run.step_kind = cuda_graph.plan(run)
+    if capture is not None:
+        run.graph = cuda_graph.GraphedStep(run, update, capture)
     return run
 
 

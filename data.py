@@ -355,10 +355,15 @@ IMAGENET_EIGVEC = ((-0.5675, 0.7192, 0.4009),
 def lighting(x, std, gen):
     """Add eigvec @ (alpha * eigval) to every pixel of an image, alpha ~ N(0, std^2) per image."""
     alpha = torch.randn(len(x), 3, device=gen.device, generator=gen).to(x.device) * std
-    eigval = torch.tensor(IMAGENET_EIGVAL, device=x.device)
-    eigvec = torch.tensor(IMAGENET_EIGVEC, device=x.device)
+    eigval, eigvec = pca_basis(x.device)
     shift = (alpha * eigval) @ eigvec.T  # per image: sum_j eigvec[:, j] * alpha_j * eigval_j
     return x + shift[:, :, None, None]
+
+
+@functools.lru_cache
+def pca_basis(device):
+    """ImageNet's eigenvalues and eigenvectors on device, copied there once: read only."""
+    return to_device(torch.tensor(IMAGENET_EIGVAL), device), to_device(torch.tensor(IMAGENET_EIGVEC), device)
 
 
 def train_view(images, image_size, gen, jitter=0.0, pca_std=0.0):
@@ -382,6 +387,13 @@ def test_view(images, image_size, load_size):
         from torchvision.transforms.v2 import functional as TF
         images = TF.resize(images, [load_size, load_size], antialias=True)
     return center_crop(images, image_size).float().div_(255)
+
+
+def to_device(tensor, device):
+    """A host tensor on device; to a GPU through pinned memory, a copy that does not wait for the GPU."""
+    if device.type == 'cuda':
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def available_memory(device):

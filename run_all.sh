@@ -14,8 +14,8 @@
 #              it, else fp32), 3 seeds; only the rows that can show something this short:
 #              baseline, cosine, label smoothing, cosine + LS, cosine + mixup + LS (ROWS= for others)
 #   gpu-short  every row on full CIFAR-10, 3 seeds, ResNet-20, 30 epochs, --amp, JOBS runs at a
-#              time: the whole table in one short GPU slot (benchmarks/gpu.sh measures it); with
-#              BUDGET=SECONDS it stops then, and the same command carries on where it stopped
+#              time (benchmarks/gpu.sh measures it and fills the table over short GPU slots, BUDGET
+#              seconds each: the same command carries on where the last one stopped)
 #   paper      ResNet-56 on full CIFAR-10, 200 epochs, 3 seeds, the gluon-cv CIFAR recipe
 #              (lr 0.1, batch 128, weight decay 1e-4, x0.1 at epochs 100 and 150): 17 rows x 3
 #              seeds x 200 epochs = 10,200 ResNet-56 epochs, + 200 of a ResNet-110 teacher (about
@@ -33,9 +33,11 @@
 #              + label smoothing, + mixup; and pretrained tested at 1.15x its size (FixRes)
 #
 # Environment: DATA (data dir; CIFAR-10 is downloaded there, default data), SEEDS, ROWS (a
-# subset of row names), OUT (default runs/<preset>), PYTHON (default python), WEIGHTS,
-# BUDGET (seconds: stop the runs in flight then, to resume later), EXTRA (more flags for every
-# run, e.g. "--device cpu"), JOBS (runs at a time per GPU: default 4 on a GPU, 1 on a CPU).
+# subset of row names), OUT (default runs/<preset>), PYTHON (default python), WEIGHTS, EXTRA
+# (more flags for every run, e.g. "--device cpu"), JOBS (runs at a time per GPU: default 4 on a
+# GPU, 1 on a CPU), BUDGET (seconds: start a run only where it can end before then, by the mean
+# wall time of the rows finished so far, or by RUN_SECONDS, TEACHER_SECONDS before any has: a
+# guess from measured speed; a run still going at the end of the budget is stopped, to resume).
 #
 # Idempotent and resumable: a finished run (result.json) is skipped, an unfinished one
 # (last.pt) resumes, so a killed run_all.sh loses at most the epoch in flight of each run.
@@ -165,6 +167,16 @@ trap stop INT TERM
 
 time_left() { (( BUDGET > 0 )) && echo $(( BUDGET - (SECONDS - START) )) || echo 0; }
 
+# The seconds a run should take: the teacher TEACHER_SECONDS, a row the mean of the finished rows' wall
+# times (+10% and the start-up), or RUN_SECONDS before any has finished; 0 where nothing tells.
+expected_seconds() {  # expected_seconds NAME
+  [[ $1 == teacher ]] && { echo "${TEACHER_SECONDS:-0}"; return; }
+  local f
+  for f in "$OUT"/*/s*/result.json; do
+    [[ -f $f && $f != "$OUT/teacher/"* ]] && sed -n 's/.*"wall_seconds": \([0-9.]*\).*/\1/p' "$f"
+  done | awk -v guess="${RUN_SECONDS:-0}" '{sum += $1; n++} END {printf "%d\n", n ? 1.1 * sum / n + 15 : guess}'
+}
+
 # One run: skipped when finished, resumed when started; stopped (to resume later) at the budget.
 run() {  # run NAME DIR SCRIPT FLAGS...
   local name=$1 dir=$2; shift 2
@@ -174,9 +186,12 @@ run() {  # run NAME DIR SCRIPT FLAGS...
   if [[ -f $dir/result.json && -f $dir.command && $(<"$dir.command") == "${command[*]}" ]]; then
     echo "== $name: done ($dir)"; return 0
   fi
-  local limit=(); local left; left=$(time_left)
+  local limit=() left need; left=$(time_left)
   if (( BUDGET > 0 )); then
-    (( left > 30 )) || { echo "== $name: not started, the time budget is spent"; touch "$OUT/paused"; return 0; }
+    need=$(expected_seconds "$name")
+    if (( left <= 30 || left < need )); then
+      echo "== $name: not started: ${left}s of the budget left, and it takes about ${need}s"; touch "$OUT/paused"; return 0
+    fi
     limit=(timeout --foreground --signal=INT "$left")
   fi
   mkdir -p "$(dirname "$dir")"

@@ -2,8 +2,9 @@
 
     python summarize.py runs/cpu [--out docs]
 
-reads runs/<preset>/<row>/s<seed>/result.json (and log.jsonl) and writes
-ablation-<preset>.md: per row the tricks, the final test accuracy as mean +- std over seeds,
+reads the raw results in a preset's folder, as run_all.sh writes it or as a copy beside a
+published table keeps it (docs/gpu-short): rows.txt and <row>/s<seed>/result.json and log.jsonl.
+It writes ablation-<preset>.md: per row the tricks, the final test accuracy as mean +- std over seeds,
 its difference to the baseline with that difference's standard error (paired by seed), epochs,
 wall time per run, and the paper's reported change beside it; and ablation-<preset>.png (test
 accuracy per epoch of each row, and the differences with their 95% intervals) when matplotlib
@@ -115,6 +116,7 @@ def table(runs, header, missing, preset):
     lines.append("| Row | Tricks | Test acc. (%) | Delta | Seeds | Epochs | Wall time / run | Reported |")
     lines.append("|---|---|---|---|---|---|---|---|")
     deltas = {}
+    planned = int(header.get('seeds', ['0'])[0])
     for row, values in accs.items():
         mean, std = stats(values)
         acc = f"{mean:.2f} +- {std:.2f}" if len(values) > 1 else f"{mean:.2f}"
@@ -129,7 +131,8 @@ def table(runs, header, missing, preset):
         tricks = ', '.join(results[0]['tricks']) or '-'
         wall = statistics.fmean(r['wall_seconds'] for r in results)
         wall = f"{wall / 60:.1f} min" if wall >= 60 else f"{wall:.0f} s"
-        lines.append(f"| {row} | {tricks} | {acc} | {delta} | {len(values)} | {results[0]['epochs']} | "
+        seeds = f"{len(values)} of {planned}" if len(values) < planned else f"{len(values)}"  # a table still filling
+        lines.append(f"| {row} | {tricks} | {acc} | {delta} | {seeds} | {results[0]['epochs']} | "
                      f"{wall} | {PAPER.get(row, '-')} |")
     if missing:
         lines += ["", f"Not finished yet: {', '.join(missing)} (run `bash run_all.sh {preset}` again)."]

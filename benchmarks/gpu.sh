@@ -1,47 +1,42 @@
 #!/usr/bin/env bash
-# The GPU check: everything in this repo that needs a GPU, in one command that ends well inside
-# 9 minutes (DEADLINE) and prints a short table last. Run it to check your own GPU.
+# The GPU check: everything in this repo that needs a GPU, then the gpu-short ablation table for the
+# time left, in one command that ends within DEADLINE seconds (default 540: 9 minutes). Run it to
+# check your own GPU, or to add runs to the table.
 #
-#   bash benchmarks/gpu.sh DATA OUTDIR [--dry-run | --table]
+#   bash benchmarks/gpu.sh DATA OUTDIR [--dry-run]
 #
-# DATA    CIFAR-10: an ImageFolder tree (train/<class>/, test/<class>/, e.g. this project's
-#         cifar10-jpg.tar.gz unpacked), that .tar.gz itself (unpacked into a temporary folder),
-#         or a folder for torchvision's CIFAR-10 (downloaded there if missing).
-# OUTDIR  where the results go, at most 8 files: summary.md (the table printed last), tests.txt,
-#         bench.txt, run_all.txt, gpu-short.tar.gz (the runs' result.json, log.jsonl and commands;
-#         no checkpoints), carry-on.tar.gz (only the checkpoints a later slot needs: the teacher's
-#         model.pt, the paused runs' last.pt), ablation-gpu-short.md and .png.
+# DATA    CIFAR-10: an ImageFolder tree (train/<class>/, test/<class>/), a .tar.gz of one (unpacked
+#         into a temporary folder), or a folder for torchvision's CIFAR-10 (downloaded there if missing).
+# OUTDIR  summary.md (the table printed last), tests.txt, bench.txt, run_all.txt, and gpu-short/:
+#         the table's raw results so far, earlier slots' and this one's (each run's result.json,
+#         log.jsonl and .command, and rows.txt; the distillation teacher's model.pt while a distill
+#         run is missing), with ablation-gpu-short.md and .png built from them.
 #
-# Steps, in this order, each with its own time limit:
-#   1. the GPU tests: pytest -m gpu
-#   2. bench.py on CIFAR-10: resnet20 in fp32, --amp, --amp --compile and --compile reduce-overhead
-#      (CUDA graphs), resnet56 in fp32 and --amp: (a) the real loop, (b) the model step alone,
-#      (c) ImageFolder + PIL + DataLoader with a worker per core
-#   3. the 224-px path: a folder of 256-px images made from CIFAR-10 (benchmarks/upscale.py),
-#      bench.py with resnet50 --amp, and one epoch of baseline.py on it
-#   4. runs at a time: benchmarks/jobs.py, the images per second of 1, 2, 4 and 8
-#      ResNet-20 runs sharing the GPU; the best becomes run_all.sh's JOBS below
-#   5. run_all.sh gpu-short in the time left (BUDGET), when that is at least 150 s: CONTINUE=DIR
-#      (the OUTDIR of an earlier check) skips the runs finished there and resumes the paused ones
+# What a slot carries: the check runs on a copy of this repository, so it needs the CIFAR-10 data
+# (DATA) and finds the raw results of the earlier slots in docs/gpu-short/ (RESULTS=DIR for
+# another folder): the table skips the runs finished there and adds missing ones. Copy OUTDIR's
+# gpu-short/ and ablation-gpu-short.* back into docs/ to keep what the slot added.
 #
-# --table: step 5 alone, for all of DEADLINE: the full gpu-short table is some 35 minutes of one
-# H200 (an estimate, docs/results.md), so it is filled over slots, each carrying on the last:
-#   DEADLINE=540 bash benchmarks/gpu.sh DATA out1 --table
-#   DEADLINE=540 CONTINUE=out1 bash benchmarks/gpu.sh DATA out2 --table     # and so on
+# Steps, in this order, each with a time limit:
+#   1. the GPU tests: pytest -m gpu (the graphed step against the eager one, no host sync, ...)
+#   2. bench.py on CIFAR-10, batch 128: ResNet-20 in fp32, --amp (bf16) and NCHW (--no-channels-last),
+#      each the graphed loop, the replay, the eager loop beside them and t_replay; ResNet-56 in fp32
+#   3. runs at a time: benchmarks/jobs.py, the images per second of 1, 2, 3, 4 and 6 ResNet-20 runs
+#      sharing the GPU; the best J becomes run_all.sh's JOBS, and its speed the guess of a run's length
+#   4. run_all.sh gpu-short for the time left (BUDGET): a run starts only where it can end in it;
+#      where the graphed step failed its tests, the table runs eager (--no-cuda-graph)
 # --dry-run: the same steps on the CPU at tiny sizes, in two to three minutes (CI runs it): it proves
-# that every step works and measures nothing. Environment: DEADLINE (seconds for the whole check,
-# default 510), PYTHON, EXTRA (flags for every training command, e.g. --cache-dir DIR).
+# that every step works and measures nothing. Environment: DEADLINE, PYTHON, EXTRA (flags for every
+# training command, e.g. --cache-dir DIR), RESULTS.
 set -uo pipefail
-[[ $# -ge 2 && $# -le 3 ]] || { echo "usage: bash benchmarks/gpu.sh DATA OUTDIR [--dry-run | --table]" >&2; exit 2; }
+[[ $# -ge 2 && $# -le 3 ]] || { echo "usage: bash benchmarks/gpu.sh DATA OUTDIR [--dry-run]" >&2; exit 2; }
 absolute() { if [[ $1 == /* ]]; then echo "$1"; else echo "$PWD/$1"; fi; }
-DATA=$(absolute "$1") OUTDIR=$(absolute "$2") MODE=${3:-} CONTINUE=${CONTINUE:+$(absolute "$CONTINUE")}
-[[ -z $MODE || $MODE == --dry-run || $MODE == --table ]] || { echo "gpu.sh: unknown option $MODE (--dry-run or --table)" >&2; exit 2; }
-[[ -z $CONTINUE || -f $CONTINUE/gpu-short.tar.gz ]] ||
-  { echo "gpu.sh: CONTINUE=$CONTINUE holds no gpu-short.tar.gz: give the OUTDIR of an earlier check" >&2; exit 2; }
-DRY=${MODE/--table/}
+DATA=$(absolute "$1") OUTDIR=$(absolute "$2") DRY=${3:-} RESULTS=${RESULTS:+$(absolute "$RESULTS")}
+[[ -z $DRY || $DRY == --dry-run ]] || { echo "gpu.sh: unknown option $DRY (--dry-run)" >&2; exit 2; }
 cd "$(dirname "$0")/.."
+RESULTS=${RESULTS:-$PWD/docs/gpu-short}
 PYTHON=${PYTHON:-$(command -v python3 || command -v python)}
-DEADLINE=${DEADLINE:-510}
+DEADLINE=${DEADLINE:-540}
 EXTRA=${EXTRA:-}
 START=$SECONDS
 mkdir -p "$OUTDIR"
@@ -49,7 +44,7 @@ OUTDIR=$(cd "$OUTDIR" && pwd)
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-if [[ $DATA == *.tar.gz || $DATA == *.tgz ]]; then  # the project's JPEG copy: unpack it, find the tree
+if [[ $DATA == *.tar.gz || $DATA == *.tgz ]]; then  # an ImageFolder tree in a tarball: unpack it, find the tree
   tar xzf "$DATA" -C "$WORK" || { echo "gpu.sh: cannot unpack $DATA" >&2; exit 2; }
   DATA=$(dirname "$(find "$WORK" -maxdepth 3 -type d -name train | head -n 1)")
 fi
@@ -58,20 +53,20 @@ if [[ $DRY == --dry-run ]]; then  # tiny sizes on the CPU: every step runs, noth
   DEVICE="--device cpu"
   SIZES="--batch-size 8 --subset 32 --test-subset 32"
   BENCH="--rounds 1 --steps 2 --workers 0"
-  BENCHES=("resnet20|" "resnet20|--amp" "resnet20|--amp --compile")
-  BIG="--per-class 3 --size 80"; BIG_FLAGS="--arch resnet18 --image-size 72 --batch-size 6"
   JOBS_FLAGS="--jobs 1 2 --seconds 2"
-  RUN_ALL=(ROWS="baseline mixup distill" SEEDS=1 EXTRA="--device cpu --epochs 1 --subset 32 --test-subset 32 --batch-size 8 $EXTRA")
+  RUN_IMAGES=32  # images a run trains on, over all its epochs
+  TABLE=(ROWS="baseline mixup distill" SEEDS=1)
+  TABLE_EXTRA="--device cpu --epochs 1 --subset 32 --test-subset 32 --batch-size 8"
 else
   DEVICE="--device cuda"
   SIZES="--batch-size 128"
   BENCH="--rounds 5 --steps 20"
-  BENCHES=("resnet20|" "resnet20|--amp" "resnet20|--amp --compile" "resnet20|--compile reduce-overhead"
-           "resnet56|" "resnet56|--amp")
-  BIG="--per-class 200 --size 256"; BIG_FLAGS="--arch resnet50 --image-size 224 --batch-size 128"
-  JOBS_FLAGS="--jobs 1 2 4 8 --seconds 8"
-  RUN_ALL=(EXTRA="$EXTRA")
+  JOBS_FLAGS="--jobs 1 2 3 4 6 --seconds 8"
+  RUN_IMAGES=$((30 * 50000))  # gpu-short: 30 epochs of CIFAR-10
+  TABLE=()
+  TABLE_EXTRA=""
 fi
+BENCHES=("resnet20|" "resnet20|--amp" "resnet20|--no-channels-last" "resnet56|")
 
 ROWS_MD=()
 row() { ROWS_MD+=("| $1 | $2 |"); echo "gpu.sh: $1: $2"; }
@@ -79,23 +74,28 @@ left() { echo $(( DEADLINE - (SECONDS - START) )); }
 limit() {  # limit SECONDS: a step's time limit, cut so that the check ends by DEADLINE (a minute kept back)
   local l=$(( $(left) - 60 )); (( l > $1 )) && l=$1; (( l < 5 )) && l=5; echo $l
 }
-# bench.py's output as one table cell: the three rates, the two ratios and the operations' ratio
+# bench.py's output as one table cell: the loop, the replay and the eager loop, their ratios, t_replay
 bench_cell() {
-  awk '/^\(a\)/ {a=$(NF-1)} /^\(b\)/ {b=$(NF-1)} /^\(c\)/ {c=$(NF-1)} /^a\/b =/ {ab=$3; ac=$6}
-       /^operations per step/ {ops=$NF}
-       END {if (ab == "") print "failed (see bench.txt)"; else printf "a %s, b %s, c %s img/s; a/b %s, a/c %s%s\n", a, b, c, ab, ac, (ops == "" ? "" : "; ops b/a " ops)}'
+  awk '/^\(a\)/ {a=$(NF-1)} /^\(b\)/ {b=$(NF-1)} /^\(e\)/ {e=$(NF-1)} /^t_replay =/ {t=$3}
+       /^a\/b =/ {for (i = 1; i < NF; i++) {if ($i == "a/b") ab=$(i+2); if ($i == "a/e") ae=$(i+2)}}
+       END {if (ab == "") {print "failed (see bench.txt)"; exit}
+            printf "a %s, b %s%s img/s; a/b %s%s%s\n", a, b, (e == "" ? "" : ", eager " e), ab,
+                   (ae == "" ? "" : ", a/eager " ae), (t == "" ? "" : "; t_replay " t " ms")}'
 }
 
 GPU=$($PYTHON -c "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')")
 VERSIONS=$($PYTHON -c "import torch, torchvision; print(f'torch {torch.__version__}, torchvision {torchvision.__version__}')")
-echo "gpu.sh: $GPU; $VERSIONS; $(nproc) CPU cores; data $DATA; results in $OUTDIR"
+echo "gpu.sh: $GPU; $VERSIONS; $(nproc) CPU cores; data $DATA; earlier results $RESULTS; output in $OUTDIR"
 
+FALLBACK=""  # --no-cuda-graph where the graphed step failed its tests
 gpu_tests() {  # 1. the GPU tests
   local t=$SECONDS
-  CIFAR_DIR=$DATA timeout "$(limit 180)" $PYTHON -m pytest -q -m gpu -p no:cacheprovider tests > "$OUTDIR/tests.txt" 2>&1
-  row "GPU tests" "$(tail -n 1 "$OUTDIR/tests.txt" | tr -d '=') ($((SECONDS - t)) s)"
+  CIFAR_DIR=$DATA timeout "$(limit 150)" $PYTHON -m pytest -q -m gpu -p no:cacheprovider tests > "$OUTDIR/tests.txt" 2>&1
+  if grep -qE '^(FAILED|ERROR) .*graph' "$OUTDIR/tests.txt"; then FALLBACK="--no-cuda-graph"; fi
+  row "GPU tests" "$(tail -n 1 "$OUTDIR/tests.txt" | tr -d '=') ($((SECONDS - t)) s)${FALLBACK:+; the graphed step failed: the table runs eager}"
 }
 
+declare -A RATE  # img/s of (a) per arch, in fp32: how much longer the teacher takes than a row
 benches() {  # 2. bench.py on CIFAR-10
   local arch mode
   for bench in "${BENCHES[@]}"; do
@@ -103,73 +103,64 @@ benches() {  # 2. bench.py on CIFAR-10
     # shellcheck disable=SC2086
     command=($PYTHON bench.py --data "$DATA" --arch $arch $SIZES $mode $BENCH $DEVICE $EXTRA)
     echo "\$ ${command[*]}" >> "$OUTDIR/bench.txt"
-    timeout "$(limit 120)" "${command[@]}" > "$WORK/bench.out" 2>&1
+    timeout "$(limit 90)" "${command[@]}" > "$WORK/bench.out" 2>&1
     cat "$WORK/bench.out" >> "$OUTDIR/bench.txt"
     row "bench $arch ${mode:-fp32}" "$(bench_cell < "$WORK/bench.out")"
+    [[ -n $mode ]] || RATE[$arch]=$(awk '/^\(a\)/ {print $(NF-1)}' "$WORK/bench.out")
   done
 }
 
-big_images() {  # 3. the 224-px path
-  # shellcheck disable=SC2086
-  $PYTHON benchmarks/upscale.py "$DATA" "$WORK/big" $BIG >> "$OUTDIR/bench.txt" 2>&1
-  # shellcheck disable=SC2086
-  command=($PYTHON bench.py --data "$WORK/big" $BIG_FLAGS --amp $BENCH $DEVICE $EXTRA)
-  echo "\$ ${command[*]}" >> "$OUTDIR/bench.txt"
-  timeout "$(limit 120)" "${command[@]}" > "$WORK/bench.out" 2>&1
-  cat "$WORK/bench.out" >> "$OUTDIR/bench.txt"
-  row "bench 224 px ${BIG_FLAGS%% --image*} --amp" "$(bench_cell < "$WORK/bench.out")"
-  # shellcheck disable=SC2086
-  command=($PYTHON baseline.py --data "$WORK/big" $BIG_FLAGS --amp --epochs 1 --out "$WORK/big-run" $DEVICE $EXTRA)
-  echo "\$ ${command[*]}" >> "$OUTDIR/bench.txt"
-  timeout "$(limit 120)" "${command[@]}" >> "$OUTDIR/bench.txt" 2>&1
-  row "one epoch at 224 px" "$(tail -n 1 "$OUTDIR/bench.txt")"
-}
-
-runs_at_a_time() {  # 4. runs at a time: sets JOBS
+runs_at_a_time() {  # 3. runs at a time: JOBS, and a guess of a run's length from its speed
   # shellcheck disable=SC2086
   command=($PYTHON benchmarks/jobs.py $JOBS_FLAGS -- --data "$DATA" --arch resnet20 $SIZES --amp $DEVICE $EXTRA)
   echo "\$ ${command[*]}" >> "$OUTDIR/bench.txt"
-  timeout "$(limit 150)" "${command[@]}" > "$WORK/jobs.out" 2>&1
+  timeout "$(limit 120)" "${command[@]}" > "$WORK/jobs.out" 2>&1
   cat "$WORK/jobs.out" >> "$OUTDIR/bench.txt"
   JOBS=$(sed -n 's/^JOBS=\([0-9]*\):.*/\1/p' "$WORK/jobs.out")
-  row "ResNet-20 --amp runs at a time" "$(grep 'at a time:' "$WORK/jobs.out" | awk '{printf "%s%s: %s img/s", sep, $1, $5; sep="; "}') (JOBS=${JOBS:-?})"
-}
-
-gpu_short() {  # 5. run_all.sh gpu-short in the time left
-  RUNS="$WORK/runs/gpu-short"
-  mkdir -p "$RUNS"
-  for earlier in ${CONTINUE:+"$CONTINUE"/gpu-short.tar.gz "$CONTINUE"/carry-on.tar.gz}; do
-    [[ ! -f $earlier ]] || tar xzf "$earlier" -C "$RUNS" || { echo "gpu.sh: cannot unpack $earlier" >&2; exit 2; }
-  done
-  budget=$(( $(left) - 30 )) least=150  # less than one run's length would finish nothing
-  [[ $MODE != --table ]] || least=60
-  if (( budget >= least )); then
-    t=$SECONDS
-    env DATA="$DATA" OUT="$RUNS" BUDGET=$budget PYTHON="$PYTHON" ${JOBS:+JOBS=$JOBS} "${RUN_ALL[@]}" \
-      bash run_all.sh gpu-short > "$OUTDIR/run_all.txt" 2>&1
-    finished=$(find "$RUNS" -path '*/s*/result.json' | grep -vc /teacher/)
-    runs=$(grep -c '^row ' "$RUNS/rows.txt" 2>/dev/null); seeds=$(sed -n 's/^seeds //p' "$RUNS/rows.txt")
-    row "run_all.sh gpu-short" "$finished of $((runs * seeds)) runs finished, $((SECONDS - t)) s of a ${budget}-s budget (JOBS=${JOBS:-default})$([[ -f $RUNS/ablation-gpu-short.md ]] && echo "; table: ablation-gpu-short.md")"
-    (cd "$RUNS" && find . \( -name result.json -o -name log.jsonl -o -name '*.command' -o -name '*.log' -o -name rows.txt \) -print0 |
-      tar czf "$OUTDIR/gpu-short.tar.gz" --null -T -)
-    (cd "$RUNS" && { [[ ! -f teacher/s0/model.pt ]] || echo teacher/s0/model.pt
-       for run in */s*/; do [[ ! -f $run/last.pt || -f $run/result.json ]] || echo "${run}last.pt"; done; } > "$WORK/carry"
-     [[ ! -s $WORK/carry ]] || tar czf "$OUTDIR/carry-on.tar.gz" -T "$WORK/carry")
-    cp "$RUNS"/ablation-gpu-short.* "$OUTDIR/" 2>/dev/null
-  elif [[ $MODE == --table ]]; then
-    row "run_all.sh gpu-short" "not started: ${budget}s left of DEADLINE=$DEADLINE"
-  else  # the check's steps took the time: the table has its own slots
-    row "run_all.sh gpu-short" "skipped: ${budget}s left of DEADLINE=$DEADLINE; the table: gpu.sh DATA OUTDIR --table"
+  local total; total=$(awk -v j="$JOBS" '$1 == j && /at a time:/ {print $5}' "$WORK/jobs.out")
+  if [[ -n $JOBS && -n $total ]]; then  # each of JOBS runs trains at total / JOBS img/s; +15% and 20 s for the rest
+    RUN_SECONDS=$(awk -v n="$RUN_IMAGES" -v j="$JOBS" -v r="$total" 'BEGIN {printf "%d", 1.15 * n * j / r + 20}')
+    TEACHER_SECONDS=$(awk -v s="$RUN_SECONDS" -v a="${RATE[resnet20]:-}" -v b="${RATE[resnet56]:-}" \
+      'BEGIN {printf "%d", (a > 0 && b > 0) ? s * a / b : 3 * s}')
   fi
+  row "ResNet-20 --amp runs at a time" "$(grep 'at a time:' "$WORK/jobs.out" | awk '{printf "%s%s: %s img/s", sep, $1, $5; sep="; "}') (JOBS=${JOBS:-?}; a run about ${RUN_SECONDS:-?} s, the teacher ${TEACHER_SECONDS:-?} s)"
 }
 
-if [[ $MODE != --table ]]; then : > "$OUTDIR/bench.txt"; gpu_tests; benches; big_images; runs_at_a_time; fi
+gpu_short() {  # 4. run_all.sh gpu-short in the time left
+  local runs="$WORK/runs/gpu-short" budget t finished planned seeds
+  mkdir -p "$runs"
+  [[ ! -d $RESULTS ]] || cp -r "$RESULTS"/. "$runs"/
+  budget=$(( $(left) - 20 ))
+  if (( budget < 60 )); then
+    row "run_all.sh gpu-short" "not started: ${budget} s left of DEADLINE=$DEADLINE"; return
+  fi
+  t=$SECONDS
+  env DATA="$DATA" OUT="$runs" BUDGET=$budget PYTHON="$PYTHON" ${JOBS:+JOBS=$JOBS} ${RUN_SECONDS:+RUN_SECONDS=$RUN_SECONDS} \
+    ${TEACHER_SECONDS:+TEACHER_SECONDS=$TEACHER_SECONDS} "${TABLE[@]}" EXTRA="$TABLE_EXTRA $FALLBACK $EXTRA" \
+    bash run_all.sh gpu-short > "$OUTDIR/run_all.txt" 2>&1
+  finished=$(find "$runs" -path '*/s*/result.json' | grep -vc /teacher/)
+  planned=$(grep -c '^row ' "$runs/rows.txt" 2>/dev/null); seeds=$(sed -n 's/^seeds //p' "$runs/rows.txt")
+  row "run_all.sh gpu-short" "$finished of $((planned * seeds)) runs finished, $((SECONDS - t)) s of a ${budget}-s budget (JOBS=${JOBS:-default})${FALLBACK:+, eager}$([[ -f $runs/ablation-gpu-short.md ]] && echo "; table: ablation-gpu-short.md")"
+  mkdir -p "$OUTDIR/gpu-short"  # the raw results, no checkpoint but the teacher while a distill run waits for it
+  (cd "$runs" && find . \( -name result.json -o -name log.jsonl -o -name '*.command' -o -name rows.txt \) -print0 |
+    tar cf - --null -T - | tar xf - -C "$OUTDIR/gpu-short")
+  if ls "$runs"/teacher/s0/model.pt > /dev/null 2>&1 &&
+     (( $(find "$runs" -path '*/distill/s*/result.json' | wc -l) < seeds )); then
+    cp "$runs/teacher/s0/model.pt" "$OUTDIR/gpu-short/teacher/s0/"
+  fi
+  cp "$runs"/ablation-gpu-short.* "$OUTDIR/" 2>/dev/null
+}
+
+: > "$OUTDIR/bench.txt"
+gpu_tests
+benches
+runs_at_a_time
 gpu_short
 
 {
   echo "# GPU check: $GPU, $VERSIONS, $(date -u +%Y-%m-%d)${DRY:+ (dry run on the CPU: nothing measured)}"
   echo
-  echo "Command: \`${CONTINUE:+CONTINUE=$CONTINUE }DEADLINE=$DEADLINE bash benchmarks/gpu.sh $1 OUTDIR${MODE:+ $MODE}\`, $((SECONDS - START)) s in all. Details: $([[ $MODE == --table ]] || echo 'tests.txt, bench.txt, ')run_all.txt."
+  echo "Command: \`DEADLINE=$DEADLINE bash benchmarks/gpu.sh $1 OUTDIR${DRY:+ $DRY}\`, $((SECONDS - START)) s in all. Details: tests.txt, bench.txt, run_all.txt."
   echo
   echo "| step | result |"
   echo "|---|---|"

@@ -4,11 +4,12 @@ sharing one device, added up, for each J given.
 Each process sets up the real run (data in memory on the device, model, optimizer, the flags
 given after `--`, --threads as run_all.sh sets it), warms up, says it is ready and waits; when
 all J are ready they start together, run the real loop (common.train_epoch) for --seconds and
-report the images they trained. A CIFAR ResNet-20 step at batch 128 is many small kernels:
-where Python and the kernel launches, not the GPU, set its pace, the sum grows with J until the
-GPU is full. benchmarks/gpu.sh gives run_all.sh, as JOBS, the smallest J within 5% of the best.
+report the images they trained. Where launching kernels, not the GPU's work, sets a step's pace
+(a small net's eager step), the sum grows with J until the GPU is full; a step that is one CUDA
+graph keeps the GPU busier alone, and processes without MPS take turns on the GPU, so the sum
+can reach at most batch / t_replay images per second (bench.py prints t_replay). benchmarks/gpu.sh gives run_all.sh, as JOBS, the smallest J within 5% of the best.
 
-    python benchmarks/jobs.py --jobs 1 2 4 8 --seconds 10 -- --data DIR --arch resnet20 --amp
+    python benchmarks/jobs.py --jobs 1 2 3 4 6 --seconds 10 -- --data DIR --arch resnet20 --amp
 """
 import argparse
 import json
@@ -74,7 +75,7 @@ def main(argv=None):
     cut = argv.index('--') if '--' in argv else len(argv)
     parser = Parser(prog='jobs.py', description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--jobs', type=common.at_least(1), nargs='+', default=[1, 2, 4, 8])
+    parser.add_argument('--jobs', type=common.at_least(1), nargs='+', default=[1, 2, 3, 4, 6])
     parser.add_argument('--seconds', type=common.positive_float, default=10.0, help='timed seconds per J')
     parser.add_argument('--child', type=common.positive_float, metavar='SECONDS', help=argparse.SUPPRESS)
     own, flags = parser.parse_args(argv[:cut]), argv[cut + 1:]

@@ -15,11 +15,13 @@ import torch
 import torch.distributed as dist
 
 import models
+from support import cuda_graph
 from support.flags import describe, fail
 
 # flags that change how a run is carried out, not what it computes: a finished run with other values is the same run
 RUNTIME_ONLY_FLAGS = {'data', 'device', 'threads', 'compile', 'out', 'resume', 'force', 'cache_dir', 'stream',
-                      'tensorboard', 'summary', 'with_', 'channels_last'}
+                      'tensorboard', 'summary', 'with_', 'channels_last',
+                      'cuda_graph'}
 
 
 def other_command(made_args, made_tricks, args, trick_flags):
@@ -104,6 +106,7 @@ def resume(run, path):
     if what or 'args' not in state:
         fail(f"{path} was made by another command ({what or 'a last.pt of another program'}): --force starts over, "
              "or pick another --out")
+    options = [{k: v for k, v in group.items() if k != 'params'} for group in run.optimizer.param_groups]
     try:
         run.net.load_state_dict(state['model'])
         run.extra.load_state_dict(state['extra'])
@@ -111,6 +114,9 @@ def resume(run, path):
         run.scaler.load_state_dict(state['scaler'])
     except (RuntimeError, ValueError, KeyError) as e:
         fail(f"{path} does not fit this run ({str(e).splitlines()[0]}): --force starts over")
+    for group, own in zip(run.optimizer.param_groups, options):  # the state of the checkpoint, the options of
+        group.update(own)  # this run (a graphed run's tensor lr and fused form are not the eager one's)
+    cuda_graph.place_step_counts(run.optimizer)
     run.step = state['scheduler']['step']
     set_rng_state(run, state['rng'])
     return state['epoch'], state['best_val_acc'], state['wall_seconds']

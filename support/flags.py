@@ -121,6 +121,8 @@ def add_loop_flags(flags):
       help='channels_last memory format (default: on; faster for these convnets, see docs/results.md)')
     a('--compile', nargs='?', const='default', choices=('default', 'reduce-overhead', 'max-autotune'),
       help="torch.compile the model, in this mode (default: torch.compile's own; reduce-overhead uses CUDA graphs)")
+    a('--cuda-graph', action=argparse.BooleanOptionalAction,
+      help='on a GPU, run the training step as one CUDA graph (default: on where it applies; never with --compile)')
     a('--subset', type=at_least(1), metavar='N', help='train on N images only, for quick runs')
     a('--test-subset', type=at_least(1), metavar='N', help='test on N images only, for quick runs')
     a('--val-split', type=fraction, default=0.0, metavar='F',
@@ -234,6 +236,9 @@ def fill_in_defaults(args):
         fail(f"--test-scale {args.test_scale}: images of {args.image_size} px are tested whole, at their own size; "
              f"testing at another size needs folder data above {data.PAD_CROP_MAX} px")
     args.arch = args.arch or ('resnet20' if args.image_size <= data.PAD_CROP_MAX else 'resnet18')
+    if args.compile and args.cuda_graph:
+        fail(f"--cuda-graph and --compile {args.compile}: the graph captures eager kernels; torch.compile's own "
+             "CUDA graphs are --compile reduce-overhead: drop one of them")
     args.out = str(run_dir(args))
     return source
 

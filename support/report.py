@@ -16,7 +16,7 @@ def opening_line(run):
     amp = f", amp {str(run.amp_dtype).split('.')[-1]}" if run.amp_dtype else ''
     return (f"{args.script}: {args.arch} on {args.dataset}, {plural(args.epochs, 'epoch')} of "
             f"{plural(run.steps_per_epoch, 'step')}, batch {args.batch_size}, tricks: {tricks}, "
-            f"device {device_name(run.device, run.world)}{amp}, out {run.out}")
+            f"device {device_name(run.device, run.world)}{amp}, step {run.step_kind}, out {run.out}")
 
 
 def note_left_out(run):
