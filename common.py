@@ -23,6 +23,9 @@ A trick is a module; the loop calls the functions it defines, found by name. Eac
                                           probabilities (one-hot for a plain batch); draw random
                                           numbers from torch's global generator: seeded per run,
                                           saved in last.pt, the same in every torchrun process
+    init(run)                             re-initialise the net's weights once data, net and
+                                          optimizer are ready (every trick's init runs before
+                                          any trick's start, which may copy the net)
     start(run)                            once data, net and optimizer are ready, before a
                                           checkpoint is loaded into them; a trick that keeps
                                           state puts it in run.extra[key] (last.pt saves it)
@@ -127,6 +130,7 @@ class Run:
     loss: object            # the loss, schedule and evaluation in use: the baseline's or a trick's
     schedule: object
     evaluate: object
+    fingerprint: dict = None  # what identifies the data (data.fingerprint): in last.pt, model.pt, result.json
     step: int = 0
     graph: object = None    # the step as a CUDA graph (support/cuda_graph.py), or None: eager
     step_kind: str = 'eager'  # how the step runs, for the opening line
@@ -286,7 +290,7 @@ def build_net(args, tricks, num_classes, log):
     return net
 
 
-def build(args, tricks, trick_flags, rank, world, device, source, log):
+def build(args, tricks, trick_flags, rank, world, device, source, log, fingerprint=None):
     """Load the data, build the net and the optimizer: a Run ready for its first step."""
     try:
         dataset = data.load(source, round(args.image_size * args.test_scale), device, log, args.val_split,
@@ -314,9 +318,10 @@ def build(args, tricks, trick_flags, rank, world, device, source, log):
               steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * args.epochs,
               warmup_steps=replaced(tricks, 'warmup_steps', no_warmup)(steps_per_epoch * args.epochs, args),
               loss=replaced(tricks, 'loss', cross_entropy), schedule=replaced(tricks, 'schedule', step_decay),
-              evaluate=replaced(tricks, 'evaluate', evaluate))
+              evaluate=replaced(tricks, 'evaluate', evaluate),
+              fingerprint=fingerprint or data.fingerprint(source, args.val_split, args.subset, args.test_subset))
     report.note_left_out(run)
-    for start in run.hooks('start'):
+    for start in run.hooks('init') + run.hooks('start'):  # the weights first, then what copies them (EMA)
         start(run)
     capture, run.step_kind = cuda_graph.plan(run)
     if capture is not None:
@@ -348,14 +353,15 @@ def main(script, argv=None):
     log = printer(rank)
     source = fill_in_defaults(args)
     out = Path(args.out)
-    state = archive.check_run_dir(out, args, trick_flags, rank)
+    fingerprint = data.fingerprint(source, args.val_split, args.subset, args.test_subset)
+    state = archive.check_run_dir(out, args, trick_flags, rank, fingerprint, log)
     if state == 'done':
         result = archive.read_result(out)
         log(f"{out} is finished already (--resume)")
         log(f"final test accuracy: {result['final_test_acc']:.2f}%")
         return result
     try:
-        run = build(args, tricks, trick_flags, rank, world, device, source, log)
+        run = build(args, tricks, trick_flags, rank, world, device, source, log, fingerprint)
     except KeyboardInterrupt:
         fail("interrupted before the first epoch (while loading the data or building the net): nothing saved")
     if rank == 0:
@@ -406,12 +412,14 @@ def main(script, argv=None):
                   'best_val_acc': best_val, 'epochs': args.epochs, 'num_classes': len(run.data.classes),
                   'wall_seconds': wall_before + time.time() - started, 'device': device_name(device, world),
                   'precision': str(run.amp_dtype or torch.float32).split('.')[-1], 'torch': torch.__version__,
-                  'finished': time.strftime('%Y-%m-%d %H:%M:%S')}
+                  'data': fingerprint, 'finished': time.strftime('%Y-%m-%d %H:%M:%S')}
         board.close()
         archive.save_result(run, result)  # model.pt and result.json, whole or not at all (it holds Ctrl-C)
     except data.DataError as e:  # an unreadable image met while streaming
         fail(str(e))
     except KeyboardInterrupt:  # Ctrl-C, or run_all.sh's time budget
+        if not saved:
+            fail(f"interrupted in epoch 1: nothing saved yet; the same command starts {out} again")
         fail(f"interrupted: {out}/last.pt holds {saved} of {args.epochs} epochs; the same command with --resume "
              "carries on from there")
     log(f"final test accuracy: {result['final_test_acc']:.2f}%")

@@ -169,9 +169,13 @@ def load_split(split_dir, files, size, square, cache_dir, log):
             log(f"ignoring unreadable cache {path} ({e})")
     images, labels = decode_all(files, size, square)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f'.tmp{os.getpid()}')
-        torch.save({'images': images, 'labels': labels}, tmp)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({'images': images, 'labels': labels}, tmp)
+        except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
+            raise DataError(f"--cache-dir {cache_dir}: cannot write the decoded images there "
+                            f"({str(e).splitlines()[0]}): give a folder you can write to") from None
         os.replace(tmp, path)  # atomic: concurrent runs never read half a file
         log(f"cached {len(files)} decoded images in {path}")
     return images, labels
@@ -418,6 +422,12 @@ class Source:
     splits: tuple         # (train dir, test dir) of a folder tree; None for CIFAR
     image_size: int       # the training size: 32 for CIFAR, the folder images' own size up to 64 px, else 224
 
+    @functools.cached_property
+    def listing(self):
+        """A folder tree's ((train files, classes, non-images), (test files, classes, non-images)), listed once."""
+        train = list_images(self.splits[0])
+        return train, list_images(self.splits[1], train[1])
+
 
 def find_source(path, dataset=None, image_size=None):
     """The Source behind --data, --dataset and --image-size (None: guessed from the files)."""
@@ -439,6 +449,48 @@ def find_source(path, dataset=None, image_size=None):
         raise DataError(f"--data {path} is not an ImageFolder tree: expected train/<class>/<images> (or Kaggle "
                         "Intel's seg_train/seg_train/<class>/) beside test/ or val/")
     return Source(str(path), dataset, splits, image_size or guess_image_size(splits[0]))
+
+
+CIFAR_SIZES = {'cifar10': (10, 50_000, 10_000), 'cifar100': (100, 50_000, 10_000)}  # classes, train, test
+
+
+def fingerprint(source, val_split=0.0, subset=None, test_subset=None):
+    """What identifies the data as the loop sees it: the data set, its classes, how many images of
+    each split it uses (after --val-split, --subset, --test-subset), the training size, and a digest
+    of the files. No path and no time: the same files in another folder give the same fingerprint."""
+    if source.dataset == 'folder':
+        (train, classes, _), (test, _, _) = source.listing
+        classes, n_train, n_test = len(classes), len(train), len(test)
+    else:
+        classes, n_train, n_test = CIFAR_SIZES[source.dataset]
+    n_val = round(n_train * val_split)  # as fixed_split holds them out
+    return {'dataset': source.dataset, 'classes': classes, 'train': min(n_train - n_val, subset or n_train),
+            'val': n_val, 'test': min(n_test, test_subset or n_test), 'val_split': val_split,
+            'image_size': source.image_size, 'digest': files_digest(source)}
+
+
+def files_digest(source):
+    """A folder tree: a digest of each image's split, name under it, label and size in bytes (cheap: no
+    image is read). CIFAR: of the checksums of the files, which torchvision checks when it loads them."""
+    digest = hashlib.sha1(source.dataset.encode())
+    if source.dataset == 'folder':
+        for split_dir, (files, _, _) in zip(source.splits, source.listing):
+            for path, label in files:
+                digest.update(f"{split_dir.name}/{path.relative_to(split_dir)}|{label}|{path.stat().st_size}\n".encode())
+    else:
+        import torchvision
+        cls = torchvision.datasets.CIFAR10 if source.dataset == 'cifar10' else torchvision.datasets.CIFAR100
+        for name, md5 in cls.train_list + cls.test_list:
+            digest.update(f"{name}|{md5}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def digest_of(path, dataset=''):
+    """files_digest of the data at `path` (run_all.sh asks once per table, then compares the runs' own)."""
+    try:
+        return files_digest(find_source(path, dataset or None))
+    except DataError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def holds_images(path):
@@ -486,8 +538,7 @@ def load(source, test_image_size, device, log, val_split=0.0, subset=None, test_
         return Data(source.dataset, train, test, classes, 32, 32, device, **split_args)
 
     splits = source.splits
-    files, classes, others = list_images(splits[0])
-    test_files, _, test_others = list_images(splits[1], classes)
+    (files, classes, others), (test_files, _, test_others) = source.listing
     for split_dir, left_out in zip(splits, (others, test_others)):
         if left_out:
             log(f"{split_dir}: left out {len(left_out)} files that are not images, e.g. {left_out[0]}")

@@ -10,8 +10,10 @@ a = --hard-weight and b = --soft-weight both 1 as in the paper's Eq. 6 (gluon-cv
 writes the soft term as a cross-entropy, which differs from the KL by a constant (the teacher's
 entropy). The teacher, trained on images prepared as the student's, sees the same (mixed) ones.
 
-Flags: --teacher PATH (a run's model.pt, or a torchvision state dict with --teacher-arch),
---temperature (default 20, the paper's), --hard-weight, --soft-weight.
+Flags: --teacher PATH (a run's model.pt or last.pt, or a torchvision state dict with
+--teacher-arch), --temperature (default 20, the paper's), --hard-weight, --soft-weight. With
+--val-split the teacher must have held out the same images (they select the student): it was
+trained with the same --val-split.
 Paper (ResNet-50-D student, ResNet-152-D teacher, on ImageNet): 78.31 -> 78.67 top-1
 without mixup, 79.15 -> 79.29 with mixup (Table 6).
 
@@ -19,6 +21,7 @@ without mixup, 79.15 -> 79.29 with mixup (Table 6).
 """
 import functools
 import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +32,7 @@ from support import archive
 
 
 def add_args(parser):
-    parser.add_argument('--teacher', metavar='PATH', help="the teacher: a run's model.pt (required)")
+    parser.add_argument('--teacher', metavar='PATH', help="the teacher: a run's model.pt or last.pt (required)")
     parser.add_argument('--teacher-arch', choices=models.ARCHS, help='the arch, when --teacher is a state dict')
     parser.add_argument('--temperature', type=common.positive_float, default=20.0, help='T (default: %(default)s)')
     parser.add_argument('--hard-weight', type=common.at_least(0.0, float), default=1.0,
@@ -41,12 +44,20 @@ def add_args(parser):
 @functools.lru_cache(maxsize=2)
 def load_teacher(path, arch, num_classes, device):
     """The teacher in eval mode with frozen weights, and its model.pt (None for a state dict)."""
+    if not Path(path).exists():
+        common.fail(f"distill: --teacher {path} does not exist")
     if arch:  # a torchvision state dict: the arch as torchvision lays it out (its resnet50 is a ResNet-B)
         teacher, saved = models.build(arch, num_classes, **models.TORCHVISION_LAYOUT.get(arch, {})), None
         try:
-            teacher.load_state_dict(torch.load(path, map_location='cpu', weights_only=True))
+            state = torch.load(path, map_location='cpu', weights_only=True)
         except Exception as e:
-            common.fail(f"distill: --teacher {path} does not fit {arch} ({str(e).splitlines()[0]})")
+            common.fail(f"distill: cannot read --teacher {path} ({str(e).splitlines()[0]})")
+        if isinstance(state, dict) and ('arch' in state or 'optimizer' in state):
+            common.fail(f"distill: {path} holds a training checkpoint, not a state dict: drop --teacher-arch")
+        mismatch = models.first_mismatch(teacher.state_dict(), state)
+        if mismatch:
+            common.fail(f"distill: --teacher {path} does not fit {arch} with {num_classes} classes: {mismatch}")
+        teacher.load_state_dict(state)
     else:
         saved = archive.load_model_file(path)
         teacher = archive.build_from_file(saved)
@@ -65,6 +76,14 @@ def start(run):
         if saved[key] != ours[key]:
             common.fail(f"distill: the teacher's {key} ({saved[key]}) is not the student's ({ours[key]}): "
                         "train the teacher on the student's data")
+    split = run.args.val_split
+    if split and (saved is None or 'data' not in saved):  # a state dict, or a model.pt from before fingerprints
+        run.log(f"distill: cannot tell which images {run.args.teacher} was trained on: if it saw the student's "
+                f"--val-split {split} images, val_acc flatters the student")
+    elif split and saved['data']['val_split'] != split:
+        common.fail(f"distill: the student selects on --val-split {split}, but the teacher was trained with "
+                    f"--val-split {saved['data']['val_split']} (it has seen other or all of those images): train the "
+                    f"teacher with --val-split {split} (tune.py adds --val-split 0.1 to its trials)")
 
 
 def loss(logits, targets, images, run):

@@ -66,7 +66,7 @@ def model(net, args):
     return net
 
 
-def start(run):
+def init(run):
     images, _ = next(common.train_batches(run, 0))
     variances = lsuv_init(run.net.train(), images, run.args.lsuv_tol, run.args.lsuv_iters)
     worst = max(variances.items(), key=lambda kv: abs(kv[1] - 1))

@@ -182,8 +182,11 @@ run() {  # run NAME DIR SCRIPT FLAGS...
   local name=$1 dir=$2; shift 2
   # shellcheck disable=SC2086
   local command=($PYTHON "$@" --data "$DATA" --out "$dir" --resume "${THREADS_FLAG[@]}" $EXTRA)
-  # finished by this very command: done; by another: the script decides (same run, or an error naming the flags)
-  if [[ -f $dir/result.json && -f $dir.command && $(<"$dir.command") == "${command[*]}" ]]; then
+  local what="$* $EXTRA"  # the run itself, wherever its data and its folder are (DIGEST says which data)
+  # finished by this very run on this very data: done; otherwise the script decides (the same run, or an
+  # error naming the flags or the data that differ)
+  if [[ -n $DIGEST && -f $dir/result.json && -f $dir.command && $(<"$dir.command") == "$what" &&
+        $(recorded_digest "$dir/result.json") == "$DIGEST" ]]; then
     echo "== $name: done ($dir)"; return 0
   fi
   local limit=() left need; left=$(time_left)
@@ -195,7 +198,7 @@ run() {  # run NAME DIR SCRIPT FLAGS...
     limit=(timeout --foreground --signal=INT "$left")
   fi
   mkdir -p "$(dirname "$dir")"
-  echo "${command[*]}" > "$dir.command"
+  echo "$what" > "$dir.command"
   "${limit[@]}" "${command[@]}" > "$dir.log" 2>&1
   local status=$?
   echo "== $name: $(tail -n 1 "$dir.log")"
@@ -247,6 +250,12 @@ wait_all() {
 
 for r in $ROWS; do row_command "$r" > /dev/null || exit 2; done  # a misspelt row stops here, not hours later
 
+# The digest of DATA's files, computed once: a finished run is skipped only where it was made on the same
+# files (its result.json records their digest); none where it cannot be computed (the runs then say why).
+recorded_digest() { sed -n 's/.*"digest": "\([0-9a-f]*\)".*/\1/p' "$1" 2>/dev/null | head -n 1; }
+DATASET=$(sed -n 's/.* --dataset[= ]\([a-z0-9]*\).*/\1/p' <<< " $FLAGS $EXTRA ")
+DIGEST=$($PYTHON -c 'import sys, data; print(data.digest_of(*sys.argv[1:]))' "$DATA" "$DATASET" 2>/dev/null) || DIGEST=""
+
 COMMAND="bash run_all.sh $PRESET"
 for v in DATA SEEDS ROWS OUT EXTRA WEIGHTS BUDGET JOBS; do  # the variables the caller set, for the record
   [[ -n ${!v+x} && $(env | grep -c "^$v=") -gt 0 ]] && COMMAND="$v=\"${!v}\" $COMMAND"
@@ -259,30 +268,47 @@ rm -f "$OUT/paused"  # written by a run stopped (or not started) at the time bud
   for note in "${NOTES[@]}"; do echo "note $(printf '%s' "$note" | tr -s ' \n' '  ')"; done  # one line each
   for r in $ROWS; do echo "row $r $(row_command "$r")"; done; } > "$OUT/rows.txt"
 
-# The distillation teacher first (a bigger net, the preset's recipe, so the longest run), then every
-# row and seed beside it; the distillation rows last, once the teacher exists.
-if [[ " $ROWS " == *" distill "* ]]; then
+# Every run of the table in the order they start: the distillation teacher first (a bigger net, the
+# preset's recipe, so the longest run), then every row and seed beside it, the distillation rows last.
+each_run() {  # each_run FUNCTION: FUNCTION NAME DIR SCRIPT FLAGS... for each run
+  local r s distill=''; [[ " $ROWS " == *" distill "* ]] && distill=1
   # shellcheck disable=SC2086
-  launch teacher "$OUT/teacher/s0" baseline.py $FLAGS $TEACHER --seed 0
-fi
-for r in $ROWS; do
-  [[ $r == distill ]] && continue
-  for ((s = 0; s < SEEDS; s++)); do
-    # shellcheck disable=SC2086
-    launch "$r s$s" "$OUT/$r/s$s" $(row_command "$r") $FLAGS --seed $s
-  done
-done
-if [[ " $ROWS " == *" distill "* ]]; then
-  wait_for teacher
-  if [[ -f $OUT/teacher/s0/model.pt ]]; then
+  [[ -z $distill ]] || "$1" teacher "$OUT/teacher/s0" baseline.py $FLAGS $TEACHER --seed 0
+  for r in $ROWS; do
+    [[ $r == distill ]] && continue
     for ((s = 0; s < SEEDS; s++)); do
       # shellcheck disable=SC2086
-      launch "distill s$s" "$OUT/distill/s$s" $(row_command distill) $FLAGS --seed $s
+      "$1" "$r s$s" "$OUT/$r/s$s" $(row_command "$r") $FLAGS --seed $s
     done
-  else
-    echo "== distill: waiting for the teacher ($OUT/teacher/s0), which is not finished"
+  done
+  for ((s = 0; s < SEEDS && distill; s++)); do
+    # shellcheck disable=SC2086
+    "$1" "distill s$s" "$OUT/distill/s$s" $(row_command distill) $FLAGS --seed $s
+  done
+}
+
+same_data() {  # same_data NAME DIR SCRIPT FLAGS...: a finished run made on other files stops the table, in its words
+  local name=$1 dir=$2 made line; shift 2
+  made=$(recorded_digest "$dir/result.json")
+  [[ -z $made || -z $DIGEST || $made == "$DIGEST" ]] && return 0
+  # shellcheck disable=SC2086
+  line=$($PYTHON "$@" --data "$DATA" --out "$dir" --resume $EXTRA 2>&1 | tail -n 1) && return 0  # it judged it the same
+  echo "run_all.sh $PRESET: $name: $line" >&2
+  exit 1
+}
+
+start_run() {  # start_run NAME DIR SCRIPT FLAGS...: the distillation rows once their teacher is done
+  if [[ $1 == distill* ]]; then
+    wait_for teacher
+    if [[ ! -f $OUT/teacher/s0/model.pt ]]; then
+      echo "== $1: waiting for the teacher ($OUT/teacher/s0), which is not finished"; return 0
+    fi
   fi
-fi
+  launch "$@"
+}
+
+each_run same_data
+each_run start_run
 wait_all
 
 if [[ -f $OUT/paused ]] && ! ls "$OUT"/*/s*/result.json 2>/dev/null | grep -qv /teacher/; then

@@ -115,6 +115,19 @@ def load_weights(model, weights):
     return f"loaded {len(state) - len(head)} tensors from {source}{new_head}"
 
 
+def first_mismatch(own, theirs):
+    """The first way a state dict `theirs` does not fit the net whose state dict is `own`, in words; '' if it fits."""
+    if not isinstance(theirs, dict) or not all(isinstance(v, torch.Tensor) for v in theirs.values()):
+        return "it is not a state dict of tensors"
+    for key, value in own.items():
+        if key not in theirs:
+            return f"it has no {key}, which the net needs"
+        if theirs[key].shape != value.shape:
+            return f"{key} is {' x '.join(map(str, theirs[key].shape))} there, {' x '.join(map(str, value.shape))} here"
+    extra = [key for key in theirs if key not in own]
+    return f"it has {extra[0]}, which the net lacks" if extra else ''
+
+
 def init_xavier(model):
     """The paper's baseline init (Bag of Tricks, section 2.1), in place of the nets' own.
 

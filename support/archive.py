@@ -33,8 +33,34 @@ def other_command(made_args, made_tricks, args, trick_flags):
     return ', '.join(f"{k}: {made[k]} there, {now[k]} here" for k in differ[:3])
 
 
-def check_run_dir(out, args, trick_flags, rank):
-    """'done', 'resume' or 'fresh'; refuses to overwrite a run without --resume or --force."""
+def data_words(fingerprint, keys):
+    """The parts `keys` of a data fingerprint in words: '10 classes, 400 train images'."""
+    words = {'dataset': f"{fingerprint['dataset']} data", 'classes': f"{fingerprint['classes']} classes",
+             'train': f"{fingerprint['train']} train images", 'val': f"{fingerprint['val']} val images",
+             'test': f"{fingerprint['test']} test images", 'val_split': f"--val-split {fingerprint['val_split']}",
+             'image_size': f"{fingerprint['image_size']} px"}
+    return ', '.join(words[k] for k in keys)
+
+
+def check_data(out, made, now, log):
+    """Stop where the run in `out`, saved with the data fingerprint `made`, was trained on other data than `now`."""
+    if made is None:  # saved before runs recorded their data
+        log(f"note: {out} was saved before runs recorded their data: its data is not checked")
+        return
+    differ = [k for k in now if k != 'digest' and made.get(k) != now[k]]
+    if differ:
+        fail(f"{out} was trained on {data_words(made, differ)}; this command gives {data_words(now, differ)}: "
+             "use another --out, or --force")
+    if made['digest'] != now['digest']:
+        fail(f"{out} was trained on other files ({data_words(now, ['classes', 'train'])} here too, but their names, "
+             "labels or sizes differ): use another --out, or --force")
+
+
+def check_run_dir(out, args, trick_flags, rank, fingerprint, log):
+    """'done', 'resume' or 'fresh'; refuses to overwrite a run without --resume or --force, or to take a
+    finished run made on other data for this one."""
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} is a file: give a folder for the run")
     finished, unfinished = (out / 'result.json').exists(), (out / 'last.pt').exists()
     if args.force:
         if rank == 0:
@@ -45,6 +71,7 @@ def check_run_dir(out, args, trick_flags, rank):
         if not args.resume:
             fail(f"{out} already holds a finished run: --resume skips it, --force overwrites it, or pick another --out")
         made = json.loads((out / 'result.json').read_text())
+        check_data(out, made.get('data'), fingerprint, log)
         what = other_command(made['args'], made['tricks'], args, trick_flags)
         if what:
             fail(f"{out} holds a finished run of another command ({what}): --force redoes it, or another --out")
@@ -89,11 +116,12 @@ def set_rng_state(run, state):  # generator states are CPU byte tensors, whateve
 
 
 def checkpoint(run, epoch, best_val, wall_seconds):
-    """Everything an exact resume needs, and the command that made it."""
+    """Everything an exact resume needs, the command that made it, and what model.pt says of the net
+    (so that distill.py can learn from a run still training)."""
     return {'epoch': epoch, 'wall_seconds': wall_seconds, 'model': run.net.state_dict(),
             'extra': run.extra.state_dict(), 'optimizer': run.optimizer.state_dict(), 'scheduler': {'step': run.step},
             'scaler': run.scaler.state_dict(), 'rng': rng_state(run), 'best_val_acc': best_val,
-            'args': describe(vars(run.args)), 'tricks': describe(run.trick_flags)}
+            'args': describe(vars(run.args)), 'tricks': describe(run.trick_flags), **model_description(run)}
 
 
 def resume(run, path):
@@ -106,6 +134,7 @@ def resume(run, path):
     if what or 'args' not in state:
         fail(f"{path} was made by another command ({what or 'a last.pt of another program'}): --force starts over, "
              "or pick another --out")
+    check_data(run.out, state.get('data'), run.fingerprint, run.log)
     options = [{k: v for k, v in group.items() if k != 'params'} for group in run.optimizer.param_groups]
     try:
         run.net.load_state_dict(state['model'])
@@ -165,26 +194,37 @@ def ctrl_c_held():
             previous(signal.SIGINT, None)  # the default handler raises KeyboardInterrupt; an outer hold records it
 
 
-def model_file(run):
-    """What evaluate.py and distill.py need: arch, constructor switches, weights, preprocessing.
-
-    The tricks' state beside the net (EMA's average) goes under 'extra'."""
-    data, net = run.data, run.net
-    return {'arch': run.args.arch, 'options': net.options, 'state_dict': {k: v.cpu() for k, v in net.state_dict().items()},
-            'extra': {k: v.cpu() for k, v in run.extra.state_dict().items()}, 'classes': list(data.classes),
+def model_description(run):
+    """What evaluate.py and distill.py need beside the weights: arch, constructor switches, classes,
+    sizes, normalisation, and the fingerprint of the data it was trained on."""
+    data = run.data
+    return {'arch': run.args.arch, 'options': run.net.options, 'classes': list(data.classes),
             'image_size': data.image_size, 'test_image_size': data.test_image_size, 'load_size': data.load_size,
             'test_load_size': data.test_load_size, 'mean': data.mean.flatten().tolist(),
-            'std': data.std.flatten().tolist(), 'dataset': data.dataset}
+            'std': data.std.flatten().tolist(), 'dataset': data.dataset, 'data': run.fingerprint}
+
+
+def model_file(run):
+    """model.pt: the net's weights and its description; the tricks' state beside the net (EMA's
+    average) goes under 'extra'."""
+    return {**model_description(run), 'state_dict': {k: v.cpu() for k, v in run.net.state_dict().items()},
+            'extra': {k: v.cpu() for k, v in run.extra.state_dict().items()}}
 
 
 def load_model_file(path):
-    """A model.pt of this repo as a dict, or one clear line saying what the file is instead."""
+    """A run's model.pt (or its last.pt, which holds the same and more) as a model.pt's dict, or one clear
+    line saying what the file is instead."""
+    if not Path(path).exists():
+        fail(f"{path} does not exist")
     try:
         saved = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
         fail(f"cannot read {path} ({str(e).splitlines()[0]})")
+    if isinstance(saved, dict) and 'optimizer' in saved and 'arch' in saved:  # a last.pt
+        saved = {**saved, 'state_dict': saved['model']}
     if not (isinstance(saved, dict) and 'state_dict' in saved and 'arch' in saved):
-        what = "a run's last.pt, a checkpoint" if isinstance(saved, dict) and 'optimizer' in saved else "no arch in it"
+        what = "a last.pt saved before last.pt described its net" if isinstance(saved, dict) and 'optimizer' in saved \
+            else "no arch in it"
         fail(f"{path} is not a model.pt of this repo ({what}): pass a run's model.pt")
     return saved
 

@@ -21,7 +21,8 @@ import models
 HERE = Path(__file__).resolve().parents[1]  # the folder of the scripts
 REPLACING = {'loss': 'the loss', 'optimizer': 'the optimizer', 'schedule': 'the lr schedule',
              'evaluate': 'the evaluation', 'warmup_steps': 'the warmup'}
-CONTRACT = ('add_args', 'DEFAULTS', 'model', 'param_groups', 'lr_factor', 'batch', 'start', 'after_step', *REPLACING)
+CONTRACT = ('add_args', 'DEFAULTS', 'model', 'param_groups', 'lr_factor', 'batch', 'init', 'start', 'after_step',
+            *REPLACING)
 
 
 def fail(message):

@@ -303,10 +303,12 @@ def test_distillation_is_the_papers_eq_6_by_default(teacher, run_args):
     torch.testing.assert_close(distill.loss(logits, y, images, run), eq6)
 
 
-def test_a_checkpoint_or_a_teacher_trained_on_other_images_is_one_clear_line(teacher, run_args, tmp_path, capsys):
-    with pytest.raises(SystemExit, match=r"last.pt is not a model.pt of this repo \(a run's last.pt, a checkpoint\): "
-                                         "pass a run's model.pt"):
-        common.main(distill, run_args('--teacher', tmp_path / 'teacher' / 'last.pt', out='a'))
+def test_an_old_checkpoint_or_a_teacher_trained_on_other_images_is_one_clear_line(teacher, run_args, tmp_path):
+    last = torch.load(tmp_path / 'teacher' / 'last.pt', weights_only=True)
+    torch.save({k: v for k, v in last.items() if k != 'arch'}, tmp_path / 'old-last.pt')  # as last.pt was before
+    with pytest.raises(SystemExit, match=r"old-last.pt is not a model.pt of this repo \(a last.pt saved before last.pt "
+                                         r"described its net\): pass a run's model.pt"):
+        common.main(distill, run_args('--teacher', tmp_path / 'old-last.pt', out='a'))
     saved = torch.load(teacher, weights_only=True)
     torch.save(dict(saved, mean=[0.4914, 0.4822, 0.4465]), tmp_path / 'cifar-teacher.pt')  # CIFAR's statistics
     with pytest.raises(SystemExit, match=r"the teacher's mean \(\[0.4914.*\) is not the student's \(\[0.485"):
