@@ -2,10 +2,11 @@
 
 `python baseline.py` runs it with no trick on; each other script runs it with its own trick, and
 `--with NAME ...` adds the tricks of NAME.py. Read it top to bottom: the contract (below), the
-baseline's parts a trick may replace, the step, the epoch, evaluation, set-up, and main. What is
-not the loop lives beside it: data.py (the data and its batched augmentation), models/ (the
-nets), and support/: the command line and how tricks compose (flags.py), devices and precision
-(device.py), what a run writes and reads back (archive.py), what it prints (report.py).
+recipe, the baseline's parts a trick may replace, the step, the epoch, evaluation, set-up, and
+main. Beside it: data.py (the batched augmentation), models/ (the nets), and support/, what a
+reader of the loop need not read first: the data sets (datasets.py), the command line and how
+tricks compose (flags.py), the net's set-up (nets.py), the CUDA graph (cuda_graph.py), devices
+and precision (device.py), what a run saves and prints (archive.py, report.py).
 
 The trick contract
 ------------------
@@ -65,12 +66,30 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import data
-import models
-from support import archive, cuda_graph, report
-from support.device import agree_across_processes, amp_dtype, device_name, start_processes
-from support.flags import describe, fail, fill_in_defaults, parse, trick_name
+from support import archive, cuda_graph, datasets, report
+from support.device import agree_across_processes, amp_dtype, start_processes
+from support.flags import fail, fill_in_defaults, hooks, parse, replaced
+from support.nets import build_net
 # the flag types the tricks use, here so that a trick imports only common
 from support.flags import at_least, fraction, positive_float, unit_interval  # noqa: F401
+
+# ---------------------------------------------------------------- the recipe
+# The baseline every script starts from: He et al. 2016's CIFAR recipe, in 30 epochs (and the same
+# SGD for folder data, Bag of Tricks section 2). Each is a flag: a trick changes the ones it is
+# about (its DEFAULTS), the command line any (--lr 0.05). Augmentation: data.py.
+RECIPE = {
+    'arch': None,               # resnet20 for images up to 64 px (CIFAR), resnet18 above
+    'epochs': 30,
+    'batch_size': 128,          # the global batch, split over the processes under torchrun
+    'lr': 0.1,                  # the peak lr, for batch 128
+    'momentum': 0.9,            # SGD with momentum (sgd() below)
+    'nesterov': False,
+    'weight_decay': 5e-4,       # as kuangliu/pytorch-cifar for short runs; He et al.: 1e-4 over 164 epochs
+    'milestones': [0.5, 0.75],  # the lr x0.1 at these fractions of the steps (step_decay() below)
+    'init': 'default',          # the nets' own (Kaiming normal); the paper's baseline: 'xavier'
+    'color_jitter': 0.0,        # off; the paper's ImageNet recipe: 0.4
+    'lighting': 0.0,            # off; the paper's: PCA lighting with std 0.1
+}
 
 
 # ---------------------------------------------------------------- the baseline's replaceable parts
@@ -95,16 +114,6 @@ def no_warmup(total_steps, args):
     return 0
 
 
-def hooks(tricks, name):
-    """The tricks' functions called `name`, in the order they compose."""
-    return [getattr(t, name) for t in tricks if hasattr(t, name)]
-
-
-def replaced(tricks, name, default):
-    """The trick's function that replaces the loop's own `name`, or the loop's own."""
-    return (hooks(tricks, name) or [default])[0]
-
-
 @dataclass
 class Run:
     """One training run, made whole by build(); only `step` changes while it trains."""
@@ -116,7 +125,7 @@ class Run:
     device: torch.device
     out: Path               # the run directory
     log: object             # print, on rank 0 only
-    data: data.Data
+    data: datasets.Data
     net: nn.Module          # the plain net: what last.pt and model.pt hold
     train_net: nn.Module    # what the step calls: the net, in DistributedDataParallel and/or compiled
     extra: nn.ModuleDict    # the tricks' state beside the net (EMA's average), saved with it
@@ -130,7 +139,7 @@ class Run:
     loss: object            # the loss, schedule and evaluation in use: the baseline's or a trick's
     schedule: object
     evaluate: object
-    fingerprint: dict = None  # what identifies the data (data.fingerprint): in last.pt, model.pt, result.json
+    fingerprint: dict = None  # what identifies the data (datasets.fingerprint): in last.pt, model.pt, result.json
     step: int = 0
     graph: object = None    # the step as a CUDA graph (support/cuda_graph.py), or None: eager
     step_kind: str = 'eager'  # how the step runs, for the opening line
@@ -160,7 +169,7 @@ def train_batches(run, epoch):
     share = args.batch_size // run.world
     starts = [step * args.batch_size + run.rank * share for step in range(run.steps_per_epoch)]
     for images, labels in images_in.train.batches(order[start:start + share] for start in starts):
-        images = data.train_view(images, images_in.image_size, run.gen, args.color_jitter, args.lighting)
+        images = images_in.train_view(images, run.gen, args.color_jitter, args.lighting)
         targets = F.one_hot(labels, len(images_in.classes)).float()
         for batch in run.hooks('batch'):
             images, targets = batch(images, targets, args)
@@ -205,15 +214,15 @@ def train_step(run, images, targets):
 
 
 def loss_stats(losses, first_step):
-    """[mean loss, first non-finite step or -1] of a list of loss tensors, as one tensor."""
+    """[mean loss, first non-finite step (inf: none)] of a list of loss tensors, as one tensor."""
     losses = torch.stack(losses)
     bad = ~torch.isfinite(losses)
-    first_bad = torch.where(bad.any(), first_step + bad.int().argmax(), -1)
+    first_bad = torch.where(bad.any(), first_step + bad.int().argmax(), float('inf'))
     return torch.stack([losses.mean(), first_bad.float()])
 
 
 def train_epoch(run, epoch, max_steps=None):
-    """One pass over the training set: ([mean loss, first non-finite step or -1] as a tensor, steps).
+    """One pass over the training set: ([mean loss, first non-finite step (inf: none)] as a tensor, steps).
 
     The losses stay on the device, a list of tensors (no work per step); the caller reads them once."""
     run.train_net.train()
@@ -225,11 +234,11 @@ def train_epoch(run, epoch, max_steps=None):
             last_print = time.perf_counter()
             mean, bad = loss_stats(losses, first_step).tolist()  # the one sync in 30 s
             run.log(f"  epoch {epoch + 1} step {len(losses)}/{run.steps_per_epoch}  train_loss {mean:.4f}")
-            if bad >= 0 and run.world == 1:
+            if bad < float('inf') and run.world == 1:
                 break
         if max_steps and len(losses) >= max_steps:
             break
-    return loss_stats(losses or [torch.zeros((), device=run.device)], first_step), len(losses)  # no step: 0, -1
+    return loss_stats(losses or [torch.zeros((), device=run.device)], first_step), len(losses)  # no step: 0, inf
 
 
 EVAL_PIXELS = 1000 * 32 * 32  # an evaluation batch: 1,000 CIFAR images, or as many pixels at other sizes
@@ -263,41 +272,14 @@ def evaluate(run, split, index, name, net=None):
 
 # ---------------------------------------------------------------- set-up
 
-def build_net(args, tricks, num_classes, log):
-    """The net, changed by the tricks' model functions, then initialised or loaded with --weights."""
-    try:
-        torch.manual_seed(args.seed)
-        net, changed_by = models.build(args.arch, num_classes, **models.size_options(args.arch, args.image_size)), {}
-        for trick in [t for t in tricks if hasattr(t, 'model')]:
-            before = dict(getattr(net, 'options', {}))
-            torch.manual_seed(args.seed)  # a net rebuilt by a trick draws the same initial weights
-            net = trick.model(net, args)
-            for key in [k for k, v in getattr(net, 'options', {}).items() if before.get(k) != v]:
-                if key in changed_by:
-                    fail(f"{changed_by[key]}.py and {trick_name(trick)}.py both change the model's {key}: "
-                         "they cannot be combined")
-                changed_by[key] = trick_name(trick)
-        if args.init == 'xavier':
-            if args.weights:
-                fail("--init xavier initialises a net from scratch and --weights would replace it: drop one of them")
-            torch.manual_seed(args.seed)
-            models.init_xavier(net)
-        if args.weights:
-            log(models.load_weights(net, args.weights))
-    except (ValueError, OSError, RuntimeError) as e:
-        fail(f"{e}")
-    torch.manual_seed(args.seed + 1)  # what tricks draw while training does not depend on how the net was built
-    return net
-
-
 def build(args, tricks, trick_flags, rank, world, device, source, log, fingerprint=None):
     """Load the data, build the net and the optimizer: a Run ready for its first step."""
     try:
-        dataset = data.load(source, round(args.image_size * args.test_scale), device, log, args.val_split,
+        dataset = datasets.load(source, round(args.image_size * args.test_scale), device, log, args.val_split,
                             args.subset, args.test_subset, args.cache_dir, args.stream)
-    except data.DataError as e:
+    except datasets.DataError as e:
         fail(str(e))
-    net = build_net(args, tricks, len(dataset.classes), log).to(device)
+    net = build_net(args, tricks, len(dataset.classes), log).to(device)  # support/nets.py
     if args.channels_last:
         net.to(memory_format=torch.channels_last)
     groups = [{'params': [p for p in net.parameters() if p.requires_grad], 'weight_decay': args.weight_decay}]
@@ -319,7 +301,7 @@ def build(args, tricks, trick_flags, rank, world, device, source, log, fingerpri
               warmup_steps=replaced(tricks, 'warmup_steps', no_warmup)(steps_per_epoch * args.epochs, args),
               loss=replaced(tricks, 'loss', cross_entropy), schedule=replaced(tricks, 'schedule', step_decay),
               evaluate=replaced(tricks, 'evaluate', evaluate),
-              fingerprint=fingerprint or data.fingerprint(source, args.val_split, args.subset, args.test_subset))
+              fingerprint=fingerprint or datasets.fingerprint(source, args.val_split, args.subset, args.test_subset))
     report.note_left_out(run)
     for start in run.hooks('init') + run.hooks('start'):  # the weights first, then what copies them (EMA)
         start(run)
@@ -330,15 +312,11 @@ def build(args, tricks, trick_flags, rank, world, device, source, log, fingerpri
 
 
 def prepare(script, argv=None):
-    """A Run from a command line, without its run directory: for bench.py and the tests."""
-    args, tricks, trick_flags = parse(script, argv)
+    """A Run from a command line, without its run directory: for tools/bench.py and the tests."""
+    args, tricks, trick_flags = parse(script, argv, RECIPE)
     rank, world, device = start_processes(args)
     source = fill_in_defaults(args)
-    return build(args, tricks, trick_flags, rank, world, device, source, printer(rank))
-
-
-def printer(rank):
-    return (lambda msg: print(msg, flush=True)) if rank == 0 else (lambda msg: None)
+    return build(args, tricks, trick_flags, rank, world, device, source, report.printer(rank))
 
 
 # ---------------------------------------------------------------- main
@@ -348,12 +326,12 @@ def main(script, argv=None):
     started = time.time()
     if threading.current_thread() is threading.main_thread():  # Ctrl-C stops the run, also where a launcher
         signal.signal(signal.SIGINT, signal.default_int_handler)  # started it with Ctrl-C ignored (bash's `&`)
-    args, tricks, trick_flags = parse(script, argv)
+    args, tricks, trick_flags = parse(script, argv, RECIPE)
     rank, world, device = start_processes(args)
-    log = printer(rank)
+    log = report.printer(rank)
     source = fill_in_defaults(args)
     out = Path(args.out)
-    fingerprint = data.fingerprint(source, args.val_split, args.subset, args.test_subset)
+    fingerprint = datasets.fingerprint(source, args.val_split, args.subset, args.test_subset)
     state = archive.check_run_dir(out, args, trick_flags, rank, fingerprint, log)
     if state == 'done':
         result = archive.read_result(out)
@@ -387,7 +365,7 @@ def main(script, argv=None):
                 agree_across_processes(run, stats)
             train_loss, bad = stats.tolist()  # the one read of the training metrics per epoch
             train_seconds = time.perf_counter() - t0
-            if 0 <= bad < float('inf'):
+            if bad < float('inf'):
                 fail(report.diverged(run, epoch, f"the loss became nan or inf at step {int(bad)}"))
             row = {'epoch': epoch + 1, 'lr': learning_rate(run, run.step - 1), 'train_loss': train_loss}
             if len(run.data.val_index):
@@ -407,15 +385,9 @@ def main(script, argv=None):
                 saved = epoch + 1
             board.add(row)
             log(report.epoch_line(run, row, rows))
-        result = {'script': args.script, 'tricks': describe(trick_flags), 'args': describe(vars(args)),
-                  'final_test_acc': rows[-1]['test_acc'], 'final_test_top5': rows[-1].get('test_top5'),
-                  'best_val_acc': best_val, 'epochs': args.epochs, 'num_classes': len(run.data.classes),
-                  'wall_seconds': wall_before + time.time() - started, 'device': device_name(device, world),
-                  'precision': str(run.amp_dtype or torch.float32).split('.')[-1], 'torch': torch.__version__,
-                  'data': fingerprint, 'finished': time.strftime('%Y-%m-%d %H:%M:%S')}
         board.close()
-        archive.save_result(run, result)  # model.pt and result.json, whole or not at all (it holds Ctrl-C)
-    except data.DataError as e:  # an unreadable image met while streaming
+        result = archive.save_result(run, rows, best_val, wall_before + time.time() - started)  # it holds Ctrl-C
+    except datasets.DataError as e:  # an unreadable image met while streaming
         fail(str(e))
     except KeyboardInterrupt:  # Ctrl-C, or run_all.sh's time budget
         if not saved:

@@ -83,7 +83,7 @@ def start(run):
     elif split and saved['data']['val_split'] != split:
         common.fail(f"distill: the student selects on --val-split {split}, but the teacher was trained with "
                     f"--val-split {saved['data']['val_split']} (it has seen other or all of those images): train the "
-                    f"teacher with --val-split {split} (tune.py adds --val-split 0.1 to its trials)")
+                    f"teacher with --val-split {split} (tools/tune.py adds --val-split 0.1 to its trials)")
 
 
 def loss(logits, targets, images, run):

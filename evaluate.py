@@ -16,7 +16,7 @@ import torch
 
 import common
 import data
-from support import archive
+from support import archive, datasets
 from support.device import parse_device
 from support.flags import Parser
 
@@ -39,9 +39,9 @@ def load_model(path, device, ema=False):
 @torch.no_grad()
 def predict(net, saved, image_dir, batch_size, device):
     """(file, class, probability) for every image under image_dir."""
-    files = sorted(p for p in Path(image_dir).rglob('*') if p.suffix.lower() in data.IMAGE_EXTENSIONS)
+    files = sorted(p for p in Path(image_dir).rglob('*') if p.suffix.lower() in datasets.IMAGE_EXTENSIONS)
     if not files:
-        common.fail(f"--predict {image_dir}: no images ({', '.join(data.IMAGE_EXTENSIONS)}) in it")
+        common.fail(f"--predict {image_dir}: no images ({', '.join(datasets.IMAGE_EXTENSIONS)}) in it")
     mean, std = (torch.tensor(saved[k], device=device).view(1, 3, 1, 1) for k in ('mean', 'std'))
     square = saved['image_size'] <= data.PAD_CROP_MAX
     size, load_size = saved['test_image_size'], saved['test_load_size']
@@ -49,10 +49,10 @@ def predict(net, saved, image_dir, batch_size, device):
     for i in range(0, len(files), batch_size):
         chunk = files[i:i + batch_size]
         try:
-            images = torch.stack([data.decode(p, load_size, square) for p in chunk]).to(device)
-        except data.DataError as e:
+            images = torch.stack([datasets.decode(p, load_size, square) for p in chunk]).to(device)
+        except datasets.DataError as e:
             common.fail(str(e))
-        probs = net((data.test_view(images, size, load_size) - mean) / std).softmax(1)
+        probs = net(data.normalize(data.test_view(images, size, load_size), mean, std)).softmax(1)
         p, k = probs.max(1)
         rows += [(str(f.relative_to(image_dir)), saved['classes'][c], round(q, 4))
                  for f, c, q in zip(chunk, k.tolist(), p.tolist())]
@@ -70,7 +70,7 @@ def main(argv=None):
     parser.add_argument('--csv', default='predictions.csv', help='where --predict writes (default: %(default)s)')
     parser.add_argument('--batch-size', type=common.at_least(1), default=256, help='(default: %(default)s)')
     parser.add_argument('--device', default='auto', help='auto (cuda, then mps, else cpu), cpu, cuda, mps')
-    parser.add_argument('--cache-dir', default=data.DEFAULT_CACHE, help='as for training (default: %(default)s)')
+    parser.add_argument('--cache-dir', default=datasets.DEFAULT_CACHE, help='as for training (default: %(default)s)')
     args = parser.parse_args(argv)
     device = parse_device(args.device)
     net, saved = load_model(args.model, device, args.ema)
@@ -83,9 +83,9 @@ def main(argv=None):
         return rows
 
     try:
-        source = data.find_source(args.data, args.dataset or saved['dataset'], saved['image_size'])
-        dataset = data.load(source, saved['test_image_size'], device, print, cache_dir=args.cache_dir)
-    except data.DataError as e:
+        source = datasets.find_source(args.data, args.dataset or saved['dataset'], saved['image_size'])
+        dataset = datasets.load(source, saved['test_image_size'], device, print, cache_dir=args.cache_dir)
+    except datasets.DataError as e:
         common.fail(str(e))
     if list(dataset.classes) != list(saved['classes']):
         common.fail(f"{args.data} has classes {dataset.classes[:4]}..., the model was trained on "

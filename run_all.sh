@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole ablation table as a controlled experiment: every row trains the same arch on the
 # same data for the same epochs with the same batch size and weight decay; only the trick
-# changes. Each row runs over SEEDS seeds into runs/<preset>/<row>/s<seed>, then summarize.py
+# changes. Each row runs over SEEDS seeds into runs/<preset>/<row>/s<seed>, then tools/summarize.py
 # writes runs/<preset>/ablation-<preset>.md (mean +- std over seeds, delta to baseline, the
 # paper's reported change) and a plot.
 #
@@ -14,18 +14,18 @@
 #              it, else fp32), 3 seeds; only the rows that can show something this short:
 #              baseline, cosine, label smoothing, cosine + LS, cosine + mixup + LS (ROWS= for others)
 #   gpu-short  every row on full CIFAR-10, 3 seeds, ResNet-20, 30 epochs, --amp, JOBS runs at a
-#              time (benchmarks/gpu.sh measures it and fills the table over short GPU slots, BUDGET
+#              time (tools/gpu.sh measures it and fills the table over short GPU slots, BUDGET
 #              seconds each: the same command carries on where the last one stopped)
 #   paper      ResNet-56 on full CIFAR-10, 200 epochs, 3 seeds, the gluon-cv CIFAR recipe
 #              (lr 0.1, batch 128, weight decay 1e-4, x0.1 at epochs 100 and 150): 17 rows x 3
 #              seeds x 200 epochs = 10,200 ResNet-56 epochs, + 200 of a ResNet-110 teacher (about
-#              400 more); GPU-hours ~ 10,600 x 50,000 / (the img/s that `python bench.py --arch
+#              400 more); GPU-hours ~ 10,600 x 50,000 / (the img/s that `python tools/bench.py --arch
 #              resnet56 --amp` prints on your GPU) / 3600
 #   resnet18   siahuat0727/bag-of-tricks' CIFAR-10 table: the CIFAR ResNet-18 (kuangliu's), 90
 #              epochs, batch 128, lr 0.1, x0.1 at epochs 30 and 60, weight decay 1e-5; baseline,
 #              cosine, warmup (5 epochs), label smoothing 0.1, mixup 0.3 and all four; 3 seeds:
 #              18 runs x 90 epochs x 50,000 images; GPU-hours ~ 81,000,000 / (the img/s that
-#              `python bench.py --arch resnet18 --amp` prints on your GPU) / 3600 / JOBS' gain.
+#              `python tools/bench.py --arch resnet18 --amp` prints on your GPU) / 3600 / JOBS' gain.
 #              siahuat0727 reports the best epoch's accuracy; this table, the last epoch's
 #   intel      Kaggle Intel Image Classification (DATA=path to it, GPU): ResNet-50, batch 64,
 #              120 epochs, the public reproduction's cumulative rows from scratch, pretrained
@@ -42,7 +42,7 @@
 # Idempotent and resumable: a finished run (result.json) is skipped, an unfinished one
 # (last.pt) resumes, so a killed run_all.sh loses at most the epoch in flight of each run.
 # JOBS runs go at once on each GPU (a CIFAR ResNet-20 step is many small kernels: where Python
-# and the launches set its pace, one run leaves the GPU idle between them; benchmarks/jobs.py
+# and the launches set its pace, one run leaves the GPU idle between them; tools/jobs.py
 # measures it), each with --threads set so that together they use the CPU cores once. The
 # distillation teacher runs beside the rows and only the distill rows wait for it. Each run
 # writes its own DIR.log; this script's output says which run went where.
@@ -254,7 +254,7 @@ for r in $ROWS; do row_command "$r" > /dev/null || exit 2; done  # a misspelt ro
 # files (its result.json records their digest); none where it cannot be computed (the runs then say why).
 recorded_digest() { sed -n 's/.*"digest": "\([0-9a-f]*\)".*/\1/p' "$1" 2>/dev/null | head -n 1; }
 DATASET=$(sed -n 's/.* --dataset[= ]\([a-z0-9]*\).*/\1/p' <<< " $FLAGS $EXTRA ")
-DIGEST=$($PYTHON -c 'import sys, data; print(data.digest_of(*sys.argv[1:]))' "$DATA" "$DATASET" 2>/dev/null) || DIGEST=""
+DIGEST=$($PYTHON -c 'import sys; from support import datasets; print(datasets.digest_of(*sys.argv[1:]))' "$DATA" "$DATASET" 2>/dev/null) || DIGEST=""
 
 COMMAND="bash run_all.sh $PRESET"
 for v in DATA SEEDS ROWS OUT EXTRA WEIGHTS BUDGET JOBS; do  # the variables the caller set, for the record
@@ -314,7 +314,7 @@ wait_all
 if [[ -f $OUT/paused ]] && ! ls "$OUT"/*/s*/result.json 2>/dev/null | grep -qv /teacher/; then
   echo "run_all.sh $PRESET: no row has finished yet, so no table yet"
 else
-  $PYTHON summarize.py "$OUT" || FAILED+=(summarize)
+  $PYTHON tools/summarize.py "$OUT" || FAILED+=(summarize)
 fi
 if (( ${#FAILED[@]} )); then
   echo "run_all.sh $PRESET: failed: ${FAILED[*]}" >&2

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 import torch
@@ -16,6 +17,7 @@ import torch.distributed as dist
 
 import models
 from support import cuda_graph
+from support.device import device_name
 from support.flags import describe, fail
 
 # flags that change how a run is carried out, not what it computes: a finished run with other values is the same run
@@ -167,12 +169,20 @@ def save_epoch(run, rows, ckpt):
             save_atomic(ckpt, run.out / 'last.pt')
 
 
-def save_result(run, result):
-    """model.pt and result.json, both or neither."""
+def save_result(run, rows, best_val, wall_seconds):
+    """model.pt and result.json, both or neither; returns the result."""
+    args = run.args
+    result = {'script': args.script, 'tricks': describe(run.trick_flags), 'args': describe(vars(args)),
+              'final_test_acc': rows[-1]['test_acc'], 'final_test_top5': rows[-1].get('test_top5'),
+              'best_val_acc': best_val, 'epochs': args.epochs, 'num_classes': len(run.data.classes),
+              'wall_seconds': wall_seconds, 'device': device_name(run.device, run.world),
+              'precision': str(run.amp_dtype or torch.float32).split('.')[-1], 'torch': torch.__version__,
+              'data': run.fingerprint, 'finished': time.strftime('%Y-%m-%d %H:%M:%S')}
     with ctrl_c_held():
         if run.rank == 0:
             save_atomic(model_file(run), run.out / 'model.pt')
             write_text_atomic(run.out / 'result.json', json.dumps(result, indent=2) + '\n')
+    return result
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import data
+from support import datasets
 import models
 
 HERE = Path(__file__).resolve().parents[1]  # the folder of the scripts
@@ -95,23 +96,27 @@ class Flags:
         return action
 
 
-def add_loop_flags(flags):
-    """The flags every script shares. The baseline recipe's defaults live here and only here."""
+def add_loop_flags(flags, recipe):
+    """The flags every script shares; the baseline's hyper-parameters default to `recipe` (common.RECIPE)."""
     a = flags.add_argument
     a('--data', default='data', metavar='DIR',
       help='CIFAR is downloaded here if missing; or an ImageFolder tree with train/ and test/ (or val/)')
     a('--dataset', choices=('cifar10', 'cifar100', 'folder'),
       help='default: folder when DIR holds class folders under train/ (or seg_train/), else cifar10')
-    a('--arch', choices=models.ARCHS, help='default: resnet20 for images up to 64 px, resnet18 above')
-    a('--epochs', type=at_least(1), default=30, help='training epochs (default: %(default)s)')
-    a('--batch-size', type=at_least(1), default=128,
+    a('--arch', choices=models.ARCHS, default=recipe['arch'],
+      help='default: resnet20 for images up to 64 px, resnet18 above')
+    a('--epochs', type=at_least(1), default=recipe['epochs'], help='training epochs (default: %(default)s)')
+    a('--batch-size', type=at_least(1), default=recipe['batch_size'],
       help='global batch size, split across processes under torchrun (default: %(default)s)')
-    a('--lr', type=positive_float, default=0.1, help='peak learning rate (default: %(default)s, for batch 128)')
-    a('--momentum', type=fraction, default=0.9, help='SGD momentum (default: %(default)s)')
-    a('--nesterov', action='store_true', help='Nesterov momentum')
-    a('--weight-decay', type=at_least(0.0, float), default=5e-4, help='weight decay (default: %(default)s)')
-    a('--milestones', type=positive_fraction, nargs='*', default=[0.5, 0.75], metavar='F',
-      help='step decay: multiply the lr by 0.1 at these fractions of the steps (after any warmup; default: 0.5 0.75)')
+    a('--lr', type=positive_float, default=recipe['lr'], help='peak learning rate (default: %(default)s)')
+    a('--momentum', type=fraction, default=recipe['momentum'], help='SGD momentum (default: %(default)s)')
+    a('--nesterov', action=argparse.BooleanOptionalAction, default=recipe['nesterov'],
+      help='Nesterov momentum (default: %(default)s)')
+    a('--weight-decay', type=at_least(0.0, float), default=recipe['weight_decay'],
+      help='weight decay (default: %(default)s)')
+    a('--milestones', type=positive_fraction, nargs='*', default=recipe['milestones'], metavar='F',
+      help='step decay: multiply the lr by 0.1 at these fractions of the steps (after any warmup; '
+           f"default: {' '.join(map(str, recipe['milestones']))})")
     a('--seed', type=int, default=0, help='random seed (default: %(default)s)')
     a('--device', default='auto', help='auto (cuda, then mps, else cpu), cpu, cuda, cuda:1, mps')
     a('--threads', type=at_least(1), help='CPU threads for PyTorch (default: all cores)')
@@ -130,13 +135,13 @@ def add_loop_flags(flags):
       help='hold out this fraction of train for model selection (val_acc); the same images in every run')
     a('--image-size', type=at_least(8), metavar='S',
       help='folder data: training size in px (default: the images own size up to 64 px, else 224)')
-    a('--color-jitter', type=fraction, default=0.0, metavar='S',
-      help='scale brightness, contrast, saturation by U(1-S, 1+S) per image (the paper: 0.4; default: off)')
-    a('--lighting', type=at_least(0.0, float), default=0.0, metavar='STD',
-      help="AlexNet's PCA lighting noise with this std (the paper: 0.1; default: off)")
+    a('--color-jitter', type=fraction, default=recipe['color_jitter'], metavar='S',
+      help='scale brightness, contrast, saturation by U(1-S, 1+S) per image (the paper: 0.4; default: %(default)s)')
+    a('--lighting', type=at_least(0.0, float), default=recipe['lighting'], metavar='STD',
+      help="AlexNet's PCA lighting noise with this std (the paper: 0.1; default: %(default)s)")
     a('--test-scale', type=positive_float, default=1.0, metavar='F',
       help='folder data: test at F x the training size (FixRes; default: %(default)s)')
-    a('--init', choices=('default', 'xavier'), default='default',
+    a('--init', choices=('default', 'xavier'), default=recipe['init'],
       help="weight init: the nets' own (Kaiming normal for the ResNets) or xavier, the paper's baseline "
            '(Xavier uniform for conv and linear weights)')
     a('--weights', metavar='NAME|PATH', help='start from these weights: a torchvision name such as '
@@ -144,13 +149,23 @@ def add_loop_flags(flags):
     a('--out', metavar='DIR', help='run directory (default: runs/<script>[+<with>...]-<arch>-<dataset>-s<seed>)')
     a('--resume', action='store_true', help='continue from DIR/last.pt; skip a finished run')
     a('--force', action='store_true', help='overwrite a finished or unfinished run in DIR')
-    a('--cache-dir', default=data.DEFAULT_CACHE, metavar='DIR',
+    a('--cache-dir', default=datasets.DEFAULT_CACHE, metavar='DIR',
       help='where decoded folder data sets are cached (default: %(default)s)')
     a('--stream', action='store_true', help='stream folder data through DataLoader workers even if it fits in memory')
     a('--tensorboard', action='store_true', help='also log the per-epoch figures for TensorBoard, in DIR/tensorboard')
     a('--summary', action='store_true', help="print each layer's output shape and parameter count before training")
     a('--with', dest='with_', nargs='+', action='extend', default=[], metavar='NAME',
       help='also switch on the tricks of NAME.py')
+
+
+def hooks(tricks, name):
+    """The tricks' functions called `name`, in the order they compose."""
+    return [getattr(t, name) for t in tricks if hasattr(t, name)]
+
+
+def replaced(tricks, name, default):
+    """The trick's function that replaces the loop's own `name`, or the loop's own."""
+    return (hooks(tricks, name) or [default])[0]
 
 
 def trick_name(module):
@@ -187,15 +202,16 @@ def import_tricks(script, argv):
     return [t for t in tricks if defines_a_trick(t)]
 
 
-def parse(script, argv):
-    """(args, tricks, trick_flags): the flags of the loop and of every trick, once the tricks are
-    known to compose. trick_flags holds, per trick, its flags and the defaults it changed."""
+def parse(script, argv, recipe):
+    """(args, tricks, trick_flags): the flags of the loop (their defaults from `recipe`) and of every
+    trick, once the tricks are known to compose. trick_flags holds, per trick, its flags and the
+    defaults it changed."""
     argv = list(sys.argv[1:] if argv is None else argv)
     tricks = import_tricks(script, argv)
     parser = Parser(prog=f'{trick_name(script)}.py', description=script.__doc__,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     owners = {}  # option string -> (the file that defines it, its dest)
-    add_loop_flags(Flags(parser, 'common.py', owners))
+    add_loop_flags(Flags(parser, 'common.py', owners), recipe)
     own = {}
     for trick in tricks:
         flags = Flags(parser.add_argument_group(f'{trick_name(trick)}.py'), f'{trick_name(trick)}.py', owners)
@@ -227,10 +243,10 @@ def parse(script, argv):
 
 def fill_in_defaults(args):
     """Find the data set behind the flags, and fill in the defaults that follow from it: --dataset,
-    --image-size, --arch (resnet20 up to 64 px, else resnet18) and --out. Returns the data.Source."""
+    --image-size, --arch (resnet20 up to 64 px, else resnet18) and --out. Returns the datasets.Source."""
     try:
-        source = data.find_source(args.data, args.dataset, args.image_size)
-    except data.DataError as e:
+        source = datasets.find_source(args.data, args.dataset, args.image_size)
+    except datasets.DataError as e:
         fail(str(e))
     args.dataset, args.image_size = source.dataset, source.image_size
     if args.test_scale != 1 and args.image_size <= data.PAD_CROP_MAX:

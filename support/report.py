@@ -5,6 +5,10 @@ from support.device import device_name
 from support.flags import describe, plural
 
 
+def printer(rank):
+    return (lambda msg: print(msg, flush=True)) if rank == 0 else (lambda msg: None)
+
+
 def fmt_time(seconds):
     seconds = int(seconds)
     return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"

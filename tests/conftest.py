@@ -13,6 +13,7 @@ from torchvision.io import write_jpeg, write_png
 REPO = Path(__file__).resolve().parents[1]
 CIFAR_TAR = REPO.parent / 'shared' / 'data' / 'cifar10-jpg.tar.gz'
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / 'tools'))  # the tools' modules: bench, summarize, tune
 
 COLOURS = [(220, 40, 40), (40, 200, 40), (40, 40, 220), (200, 200, 40)]
 
@@ -63,7 +64,7 @@ def run_args(tmp_path, folder):
 @pytest.fixture(scope='session')
 def cifar_copy(tmp_path_factory):
     """A small ImageFolder cut of real CIFAR-10 images (100 train and 30 test per class): from the
-    JPEG copy in ../shared, or from what CIFAR_DIR names (benchmarks/gpu.sh sets it to its DATA): that
+    JPEG copy in ../shared, or from what CIFAR_DIR names (tools/gpu.sh sets it to its DATA): that
     copy unpacked, or torchvision's CIFAR-10 folder. Skipped without any of them."""
     root = tmp_path_factory.mktemp('cifar')
     keep = {'train': 100, 'test': 30}  # images per class
@@ -74,8 +75,8 @@ def cifar_copy(tmp_path_factory):
 
     source = os.environ.get('CIFAR_DIR')
     if source and (Path(source) / 'cifar-10-batches-py').is_dir():  # torchvision's CIFAR-10: written out as PNGs
-        import data
-        train_x, train_y, test_x, test_y, classes = data.load_cifar('cifar10', source)
+        from support import datasets
+        train_x, train_y, test_x, test_y, classes = datasets.load_cifar('cifar10', source)
         for split, images, labels in (('train', train_x, train_y), ('test', test_x, test_y)):
             for label, name in enumerate(classes):
                 (root / 'cifar10' / split / name).mkdir(parents=True)

@@ -6,6 +6,7 @@ import torch
 
 import common
 import data
+from support import datasets
 import baseline
 
 
@@ -75,9 +76,9 @@ def test_labels_follow_their_images_through_the_whole_pipeline(run_args):
 
 
 def test_folder_loading_handles_odd_sizes_grey_and_rgba(folder, tmp_path):
-    files, classes, others = data.list_images(folder / 'train')
+    files, classes, others = datasets.list_images(folder / 'train')
     assert classes == ['class0', 'class1', 'class2'] and not others
-    images, labels = data.decode_all(files, 32, square=True)
+    images, labels = datasets.decode_all(files, 32, square=True)
     assert images.shape == (24, 3, 32, 32) and images.dtype == torch.uint8
     assert labels.tolist() == [0] * 8 + [1] * 8 + [2] * 8
     grey = next(i for i, (p, _) in enumerate(files) if 'grey' in p.name)
@@ -89,22 +90,22 @@ def test_a_16_bit_png_is_scaled_to_8_bits_not_wrapped(tmp_path):
     from PIL import Image
     Image.fromarray(np.full((8, 8), 40000, dtype=np.uint16)).save(tmp_path / 'deep.png')  # 16-bit grey
     try:
-        image = data.decode(tmp_path / 'deep.png', 8, True)
-    except data.DataError as e:  # torchvision before 0.20 does not decode them: one line, never a wrapped image
+        image = datasets.decode(tmp_path / 'deep.png', 8, True)
+    except datasets.DataError as e:  # torchvision before 0.20 does not decode them: one line, never a wrapped image
         assert str(e).startswith(f"cannot decode image {tmp_path / 'deep.png'}") and '\n' not in str(e)
         return
     assert image.dtype == torch.uint8 and image.eq(round(40000 / 65535 * 255)).all()  # 156, not 40000 % 256 = 64
 
 
 def test_folder_cache_is_reused_and_keyed_by_size(folder, tmp_path):
-    files, _, _ = data.list_images(folder / 'train')
+    files, _, _ = datasets.list_images(folder / 'train')
     logs = []
-    first = data.load_split(folder / 'train', files, 32, True, tmp_path, logs.append)
+    first = datasets.load_split(folder / 'train', files, 32, True, tmp_path, logs.append)
     assert any('cached' in m for m in logs)
     logs.clear()
-    second = data.load_split(folder / 'train', files, 32, True, tmp_path, logs.append)
+    second = datasets.load_split(folder / 'train', files, 32, True, tmp_path, logs.append)
     assert not logs and torch.equal(first[0], second[0])
-    data.load_split(folder / 'train', files, 16, True, tmp_path, logs.append)
+    datasets.load_split(folder / 'train', files, 16, True, tmp_path, logs.append)
     assert any('cached' in m for m in logs)  # another load size: another cache file
     assert len(list(tmp_path.glob('*.pt'))) == 2
 
@@ -116,16 +117,16 @@ def test_kaggle_intel_layout_is_found(tmp_path):
     (tmp_path / 'intel' / 'seg_test').mkdir(parents=True)
     (tmp_path / 'flat' / 'train').rename(tmp_path / 'intel' / 'seg_train' / 'seg_train')
     (tmp_path / 'flat' / 'test').rename(tmp_path / 'intel' / 'seg_test' / 'seg_test')
-    train, test = data.find_folder_splits(tmp_path / 'intel')
+    train, test = datasets.find_folder_splits(tmp_path / 'intel')
     assert train == tmp_path / 'intel' / 'seg_train' / 'seg_train'
     assert test == tmp_path / 'intel' / 'seg_test' / 'seg_test'
 
 
 def test_fixed_split_is_disjoint_and_the_same_for_every_run():
-    kept, held = data.fixed_split(100, 0.1, None)
+    kept, held = datasets.fixed_split(100, 0.1, None)
     assert len(held) == 10 and len(kept) == 90 and not set(kept.tolist()) & set(held.tolist())
-    assert torch.equal(kept, data.fixed_split(100, 0.1, None)[0])
-    assert len(data.fixed_split(100, 0.1, 7)[0]) == 7
+    assert torch.equal(kept, datasets.fixed_split(100, 0.1, None)[0])
+    assert len(datasets.fixed_split(100, 0.1, 7)[0]) == 7
 
 
 def test_large_images_get_random_resized_crop_and_a_load_size_above_the_training_size():
@@ -154,7 +155,7 @@ def test_cifar10_in_torchvisions_format_trains_from_local_files(tmp_path, monkey
     result = common.main(baseline, ['--data', str(tmp_path / 'data'), '--device', 'cpu', '--epochs', '1',
                                     '--batch-size', '8', '--out', str(tmp_path / 'run')])
     assert result['args']['dataset'] == 'cifar10' and result['num_classes'] == 10
-    train_images, train_labels, test_images, _, classes = data.load_cifar('cifar10', str(tmp_path / 'data'))
+    train_images, train_labels, test_images, _, classes = datasets.load_cifar('cifar10', str(tmp_path / 'data'))
     assert train_images.shape == (20, 3, 32, 32) and train_images.dtype == torch.uint8 and len(test_images) == 4
     first = pickle.loads((folder / 'data_batch_1').read_bytes())['data'][0].reshape(3, 32, 32)
     assert torch.equal(train_images[0], torch.from_numpy(first)) and classes[3] == 'c3'

@@ -1,4 +1,4 @@
-"""The CUDA paths (skipped without a GPU; benchmarks/gpu.sh runs them on one): the step as one
+"""The CUDA paths (skipped without a GPU; tools/gpu.sh runs them on one): the step as one
 CUDA graph against the eager step, a graph replayed at another lr, resume across the two, no host
 sync in the step loop; fp16 + grad scaler, bf16, --compile, channels_last, data held on the GPU,
 --resume, a GPU-trained model.pt on a CPU-only machine, and two runs at once on one GPU."""

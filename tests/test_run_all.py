@@ -233,7 +233,7 @@ def test_ddp_on_cpu_with_two_gloo_processes(tmp_path):
 def test_the_gpu_check_runs_every_step_as_a_dry_run_on_the_cpu(smoke_data, tmp_path):
     data, root = smoke_data
     env = dict(os.environ, PYTHON=sys.executable, EXTRA=f"--cache-dir {root / 'cache'}", RESULTS=str(tmp_path / 'none'))
-    proc = subprocess.run(['bash', 'benchmarks/gpu.sh', str(data), str(tmp_path / 'out'), '--dry-run'], cwd=REPO,
+    proc = subprocess.run(['bash', 'tools/gpu.sh', str(data), str(tmp_path / 'out'), '--dry-run'], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = (tmp_path / 'out' / 'summary.md').read_text()
@@ -260,7 +260,7 @@ def test_the_gpu_check_runs_every_step_as_a_dry_run_on_the_cpu(smoke_data, tmp_p
                     '--out', str(tmp_path / 'teacher')], cwd=REPO, check=True, capture_output=True)
     shutil.copy(tmp_path / 'teacher' / 'model.pt', earlier / 'teacher' / 's0' / 'model.pt')
     env.update(RESULTS='earlier')  # relative to where gpu.sh is started
-    proc = subprocess.run(['bash', str(REPO / 'benchmarks/gpu.sh'), str(data), 'later', '--dry-run'], cwd=tmp_path,
+    proc = subprocess.run(['bash', str(REPO / 'tools/gpu.sh'), str(data), 'later', '--dry-run'], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert '| run_all.sh gpu-short | 3 of 3 runs finished' in proc.stdout

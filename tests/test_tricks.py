@@ -291,7 +291,7 @@ def test_compositions_run_and_record_every_trick(script, others, run_args, tmp_p
 
 
 def test_distillation_is_the_papers_eq_6_by_default(teacher, run_args):
-    args = common.parse(distill, run_args('--teacher', teacher))[0]
+    args = common.parse(distill, run_args('--teacher', teacher), common.RECIPE)[0]
     assert (args.hard_weight, args.soft_weight) == (1.0, 1.0)
     run = SimpleNamespace(args=args)
     net, _ = distill.load_teacher(str(teacher), None, 3, 'cpu')

@@ -49,7 +49,7 @@ def test_a_study_runs_end_to_end_and_a_second_invocation_continues_it(study_argv
     assert comment.startswith(f'# study mixup-lr-alpha: trial {best.number} of 2, val_acc {best.value:.2f}%')
     words = shlex.split(command)
     assert words[:2] == ['python', 'mixup.py'] and '--out' not in words
-    args, _, _ = common.parse(mixup, words[2:])  # ready to paste: the script takes it as it is
+    args, _, _ = common.parse(mixup, words[2:], common.RECIPE)  # ready to paste: the script takes it as it is
     assert args.lr == pytest.approx(best.params['lr'], rel=1e-3) and args.val_split == 0.1
 
     header, rule, *rows = (study_dir / 'trials.md').read_text().splitlines()
@@ -175,7 +175,7 @@ def test_the_awesome_work_example_fills_in_the_nni_search():
                           ('alpha', 'uniform', [0.05, 1.0])]
     assert flags == ['--with', 'cosine', 'labelsmooth', '--arch', 'resnet32', '--weight-decay', '1e-4',
                      '--epochs', '30', '--val-split', '0.1']
-    common.parse(mixup, flags + ['--lr', '0.1', '--smoothing', '0.1', '--alpha', '0.5'])  # the script takes them
+    common.parse(mixup, flags + ['--lr', '0.1', '--smoothing', '0.1', '--alpha', '0.5'], common.RECIPE)  # the script takes them
 
 
 def test_a_flag_given_twice_counts_as_its_last_value_as_argparse_takes_it():

@@ -1,6 +1,6 @@
 """Hyper-parameter search over any script's flags, with Optuna (optional: pip install optuna).
 
-    python tune.py SCRIPT --search FLAG=SPACE ... [--trials N] -- FLAGS FOR EVERY TRIAL
+    python tools/tune.py SCRIPT --search FLAG=SPACE ... [--trials N] -- FLAGS FOR EVERY TRIAL
 
 Each trial is a normal run, `python SCRIPT FLAGS <sampled flags> --out DIR/trial-N`, in a process
 of its own with its own run dir (log.jsonl, result.json, model.pt, and its stdout.txt/stderr.txt).
@@ -31,11 +31,11 @@ experiments/cifar10-bl_ca_mu_lb_nni, BL_CA_MU_LB_NNI.py): ResNet-32 on CIFAR-10 
 mixup and label smoothing, weight decay 1e-4, TPE over the lr, the mixup alpha and the smoothing,
 NNI's Medianstop assessor, 80 trials. `--example awesome-work` runs that search here:
 
-    python tune.py --example awesome-work --trials 80 -- --epochs 30
+    python tools/tune.py --example awesome-work --trials 80 -- --epochs 30
 
 which is
 
-    python tune.py mixup.py --search lr=loguniform:0.001:1 smoothing=uniform:0:0.2 alpha=uniform:0.05:1 \\
+    python tools/tune.py mixup.py --search lr=loguniform:0.001:1 smoothing=uniform:0:0.2 alpha=uniform:0.05:1 \\
         -- --with cosine labelsmooth --arch resnet32 --weight-decay 1e-4 --epochs 30
 
 Two changes from the NNI search space: lr is searched on a log scale over the same range (uniform
@@ -52,7 +52,7 @@ import time
 import warnings
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # where the scripts are
 KINDS = ('uniform', 'loguniform', 'int', 'choice')
 POLL_SECONDS = 0.5  # how often a running trial's log.jsonl is read
 EXAMPLES = {
@@ -136,7 +136,7 @@ def parse_args(argv):
     except ValueError as e:
         parser.error(str(e))
     path = Path(args.script)
-    args.script_path = path if path.exists() else HERE / path
+    args.script_path = path if path.exists() else ROOT / path
     if not args.script_path.is_file():
         parser.error(f"{args.script}: no such script")
     for name, _, _ in args.space:

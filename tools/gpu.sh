@@ -3,7 +3,7 @@
 # time left, in one command that ends within DEADLINE seconds (default 540: 9 minutes). Run it to
 # check your own GPU, or to add runs to the table.
 #
-#   bash benchmarks/gpu.sh DATA OUTDIR [--dry-run]
+#   bash tools/gpu.sh DATA OUTDIR [--dry-run]
 #
 # DATA    CIFAR-10: an ImageFolder tree (train/<class>/, test/<class>/), a .tar.gz of one (unpacked
 #         into a temporary folder), or a folder for torchvision's CIFAR-10 (downloaded there if missing).
@@ -21,7 +21,7 @@
 #   1. the GPU tests: pytest -m gpu (the graphed step against the eager one, no host sync, ...)
 #   2. bench.py on CIFAR-10, batch 128: ResNet-20 in fp32, --amp (bf16) and NCHW (--no-channels-last),
 #      each the graphed loop, the replay, the eager loop beside them and t_replay; ResNet-56 in fp32
-#   3. runs at a time: benchmarks/jobs.py, the images per second of 1, 2, 3, 4 and 6 ResNet-20 runs
+#   3. runs at a time: tools/jobs.py, the images per second of 1, 2, 3, 4 and 6 ResNet-20 runs
 #      sharing the GPU; the best J becomes run_all.sh's JOBS, and its speed the guess of a run's length
 #   4. run_all.sh gpu-short for the time left (BUDGET): a run starts only where it can end in it;
 #      where the graphed step failed its tests, the table runs eager (--no-cuda-graph)
@@ -29,7 +29,7 @@
 # that every step works and measures nothing. Environment: DEADLINE, PYTHON, EXTRA (flags for every
 # training command, e.g. --cache-dir DIR), RESULTS.
 set -uo pipefail
-[[ $# -ge 2 && $# -le 3 ]] || { echo "usage: bash benchmarks/gpu.sh DATA OUTDIR [--dry-run]" >&2; exit 2; }
+[[ $# -ge 2 && $# -le 3 ]] || { echo "usage: bash tools/gpu.sh DATA OUTDIR [--dry-run]" >&2; exit 2; }
 absolute() { if [[ $1 == /* ]]; then echo "$1"; else echo "$PWD/$1"; fi; }
 DATA=$(absolute "$1") OUTDIR=$(absolute "$2") DRY=${3:-} RESULTS=${RESULTS:+$(absolute "$RESULTS")}
 [[ -z $DRY || $DRY == --dry-run ]] || { echo "gpu.sh: unknown option $DRY (--dry-run)" >&2; exit 2; }
@@ -101,7 +101,7 @@ benches() {  # 2. bench.py on CIFAR-10
   for bench in "${BENCHES[@]}"; do
     arch=${bench%%|*} mode=${bench#*|}
     # shellcheck disable=SC2086
-    command=($PYTHON bench.py --data "$DATA" --arch $arch $SIZES $mode $BENCH $DEVICE $EXTRA)
+    command=($PYTHON tools/bench.py --data "$DATA" --arch $arch $SIZES $mode $BENCH $DEVICE $EXTRA)
     echo "\$ ${command[*]}" >> "$OUTDIR/bench.txt"
     timeout "$(limit 90)" "${command[@]}" > "$WORK/bench.out" 2>&1
     cat "$WORK/bench.out" >> "$OUTDIR/bench.txt"
@@ -112,7 +112,7 @@ benches() {  # 2. bench.py on CIFAR-10
 
 runs_at_a_time() {  # 3. runs at a time: JOBS, and a guess of a run's length from its speed
   # shellcheck disable=SC2086
-  command=($PYTHON benchmarks/jobs.py $JOBS_FLAGS -- --data "$DATA" --arch resnet20 $SIZES --amp $DEVICE $EXTRA)
+  command=($PYTHON tools/jobs.py $JOBS_FLAGS -- --data "$DATA" --arch resnet20 $SIZES --amp $DEVICE $EXTRA)
   echo "\$ ${command[*]}" >> "$OUTDIR/bench.txt"
   timeout "$(limit 120)" "${command[@]}" > "$WORK/jobs.out" 2>&1
   cat "$WORK/jobs.out" >> "$OUTDIR/bench.txt"
@@ -160,7 +160,7 @@ gpu_short
 {
   echo "# GPU check: $GPU, $VERSIONS, $(date -u +%Y-%m-%d)${DRY:+ (dry run on the CPU: nothing measured)}"
   echo
-  echo "Command: \`DEADLINE=$DEADLINE bash benchmarks/gpu.sh $1 OUTDIR${DRY:+ $DRY}\`, $((SECONDS - START)) s in all. Details: tests.txt, bench.txt, run_all.txt."
+  echo "Command: \`DEADLINE=$DEADLINE bash tools/gpu.sh $1 OUTDIR${DRY:+ $DRY}\`, $((SECONDS - START)) s in all. Details: tests.txt, bench.txt, run_all.txt."
   echo
   echo "| step | result |"
   echo "|---|---|"

@@ -1,6 +1,6 @@
 """Summarize an ablation run by run_all.sh into a markdown table and a plot.
 
-    python summarize.py runs/cpu [--out docs]
+    python tools/summarize.py runs/cpu [--out docs]
 
 reads the raw results in a preset's folder, as run_all.sh writes it or as a copy beside a
 published table keeps it (docs/gpu-short): rows.txt and <row>/s<seed>/result.json and log.jsonl.
@@ -102,7 +102,7 @@ def table(runs, header, missing, preset):
         if key in header:
             lines.append(f"- {key}: `{header[key][0]}`")
     lines.append(f"- command: `{header.get('command', [f'bash run_all.sh {preset}'])[0]}`, then "
-                 f"`python summarize.py {header.get('out', [f'runs/{preset}'])[0]}`")
+                 f"`python tools/summarize.py {header.get('out', [f'runs/{preset}'])[0]}`")
     first = next(iter(runs.values()))[0][0]
     lines.append(f"- device: {first['device']}, torch {first['torch']}")
     for note in header.get('note', []):

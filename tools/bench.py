@@ -23,7 +23,7 @@ Where the step is eager and not compiled it also counts the operations (top-leve
 views included, through torch.profiler) of a step of (a) and of (b): a step paced by launching
 its kernels pays for each operation the loop adds to the model's.
 
-    python bench.py --data /tmp/cifar10 --arch resnet20 --batch-size 128
+    python tools/bench.py --data /tmp/cifar10 --arch resnet20 --batch-size 128
 """
 import argparse
 import os
@@ -31,14 +31,18 @@ import statistics
 import sys
 import time
 
+from pathlib import Path
+
 import torch
 import torchvision
 import torchvision.transforms as T
 
-import common
-import data
-from support.device import device_name
-from support.flags import Parser
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the loop's modules, at the root
+import common  # noqa: E402
+import data  # noqa: E402
+from support import datasets  # noqa: E402
+from support.device import device_name  # noqa: E402
+from support.flags import Parser  # noqa: E402
 
 
 def sync(device):
@@ -106,7 +110,7 @@ def conventional_loader(run, workers):
         augment = [T.RandomResizedCrop(d.image_size), T.RandomHorizontalFlip()]
     transform = T.Compose(augment + [T.ToTensor(), T.Normalize(mean, std)])
     if args.dataset == 'folder':
-        dataset = torchvision.datasets.ImageFolder(data.find_folder_splits(args.data)[0], transform=transform)
+        dataset = torchvision.datasets.ImageFolder(datasets.find_folder_splits(args.data)[0], transform=transform)
     else:
         cls = torchvision.datasets.CIFAR10 if args.dataset == 'cifar10' else torchvision.datasets.CIFAR100
         dataset = cls(args.data, train=True, transform=transform)

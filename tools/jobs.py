@@ -7,9 +7,9 @@ all J are ready they start together, run the real loop (common.train_epoch) for 
 report the images they trained. Where launching kernels, not the GPU's work, sets a step's pace
 (a small net's eager step), the sum grows with J until the GPU is full; a step that is one CUDA
 graph keeps the GPU busier alone, and processes without MPS take turns on the GPU, so the sum
-can reach at most batch / t_replay images per second (bench.py prints t_replay). benchmarks/gpu.sh gives run_all.sh, as JOBS, the smallest J within 5% of the best.
+can reach at most batch / t_replay images per second (bench.py prints t_replay). tools/gpu.sh gives run_all.sh, as JOBS, the smallest J within 5% of the best.
 
-    python benchmarks/jobs.py --jobs 1 2 3 4 6 --seconds 10 -- --data DIR --arch resnet20 --amp
+    python tools/jobs.py --jobs 1 2 3 4 6 --seconds 10 -- --data DIR --arch resnet20 --amp
 """
 import argparse
 import json

@@ -5,7 +5,7 @@ Takes the first N images of each class of an ImageFolder tree (train/ and test/)
 torchvision's CIFAR-10 folder, resizes each to S x S and writes it as a JPEG into an ImageFolder
 tree:
 
-    python benchmarks/upscale.py /tmp/cifar10 /tmp/cifar10-256 --per-class 200 --size 256
+    python tools/upscale.py /tmp/cifar10 /tmp/cifar10-256 --per-class 200 --size 256
 
 The images are blurry upscales: this is for timing and for running the code path, not for
 accuracy figures.
@@ -18,20 +18,20 @@ from torchvision.io import write_jpeg
 from torchvision.transforms.v2 import functional as TF
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import data  # noqa: E402
+from support import datasets  # noqa: E402
 
 
 def images_of(source):
     """{'train': [(class name, file stem, a function giving the uint8 3 x H x W image)], 'test': [...]}."""
-    splits = data.find_folder_splits(source)
+    splits = datasets.find_folder_splits(source)
     if splits is None:  # torchvision's CIFAR-10 (downloaded there if missing)
-        train_x, train_y, test_x, test_y, classes = data.load_cifar('cifar10', source)
+        train_x, train_y, test_x, test_y, classes = datasets.load_cifar('cifar10', source)
         return {split: [(classes[y], str(i), lambda x=x: x) for i, (x, y) in enumerate(zip(images, labels.tolist()))]
                 for split, images, labels in (('train', train_x, train_y), ('test', test_x, test_y))}
     out = {}
     for split_dir, name in zip(splits, ('train', 'test')):
-        files, classes, _ = data.list_images(split_dir)
-        out[name] = [(classes[label], path.stem, lambda path=path: data.decode(path, 0, None)) for path, label in files]
+        files, classes, _ = datasets.list_images(split_dir)
+        out[name] = [(classes[label], path.stem, lambda path=path: datasets.decode(path, 0, None)) for path, label in files]
     return out
 
 
@@ -45,7 +45,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         splits = images_of(args.source)
-    except data.DataError as e:
+    except datasets.DataError as e:
         raise SystemExit(f"error: {e}")
     counts = {'train': args.per_class, 'test': args.test_per_class or max(1, args.per_class // 4)}
     written = 0
