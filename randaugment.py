@@ -5,7 +5,7 @@ Each image gets N operations drawn uniformly from the 14 below, all at one magni
 with a random sign where the operation has one; the ranges are torchvision's (RandAugment with
 num_magnitude_bins=31). Per image, but batched: each of the N layers draws an operation and a
 sign for every image, then applies each (operation, sign) to all the images that drew it at
-once, on uint8 tensors on the training device: no PIL, no per-image loop (cost: docs/results.md).
+once, on uint8 tensors on the training device: no PIL, no per-image loop (cost: docs/speed.md).
 
 Flags: --ra-n (default 2), --ra-m (default 9).
 Paper: Wide-ResNet-28-2 on CIFAR-10, 94.9 -> 95.8%; ResNet-50 on ImageNet, 76.3 -> 77.6% top-1.
@@ -58,18 +58,15 @@ def pixel_map(name, m, h, w, device):
 
 
 def sharpness(img, m):
-    """torchvision's adjust_sharpness(img, 1 + m), its 3 x 3 kernel made once per device."""
+    """torchvision's adjust_sharpness(img, 1 + m): the blur (PIL's SMOOTH: ones around a five, over 13)
+    from 9 shifted views, not a convolution, whose cuDNN autotuning would run for every new group size."""
     out = img.float()
-    blurred = F.conv2d(out, blur_kernel(img.device), groups=3).round_()
+    h, w = out.shape[-2:]
     inner = out[..., 1:-1, 1:-1]
+    around = sum(out[..., i:i + h - 2, j:j + w - 2] for i in range(3) for j in range(3)) - inner
+    blurred = (around * (1 / 13) + inner * (5 / 13)).round_()
     inner.add_(blurred.sub_(inner), alpha=-m)  # blend toward the blurred image by 1 - (1 + m)
     return out.clamp_(0, 255).to(torch.uint8)
-
-
-@functools.lru_cache
-def blur_kernel(device):
-    a, b = 1 / 13, 5 / 13  # ones around a five, normalised: PIL's SMOOTH filter, as torchvision
-    return data.to_device(torch.tensor([[a, a, a], [a, b, a], [a, a, a]]), device).expand(3, 1, 3, 3)
 
 
 OPS = {  # name: (op(uint8 images, magnitude), largest magnitude, signed)

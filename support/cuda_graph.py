@@ -40,8 +40,10 @@ def plan(run):
         return None, "eager (--compile: its CUDA graphs are --compile reduce-overhead)"
     if run.scaler.is_enabled():
         return None, "eager (fp16: its grad scaler reads the step's inf check on the host; --amp bf16 is graphed)"
-    if type(optimizer) not in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW) or 'fused' not in optimizer.defaults:
-        return None, f"eager ({type(optimizer).__name__} here has no fused form taking a tensor lr)"
+    if type(optimizer) not in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW):
+        return None, f"eager ({type(optimizer).__name__} has no fused form taking a tensor lr)"
+    if tuple(int(v) for v in torch.__version__.split('.')[:2]) < (2, 5):
+        return None, f"eager (torch {torch.__version__}: a tensor lr in every fused optimizer needs torch 2.5)"
     if args.cuda_graph is False:
         return False, "eager (--no-cuda-graph)"
     return True, "one CUDA graph"
@@ -62,6 +64,10 @@ class GraphedStep:
         if self.images is None:  # the first step of this process, after any --resume
             self.set_optimizer()
             self.images, self.targets = images.clone(), targets.clone()
+        elif (images.shape, targets.shape, targets.dtype) != (self.images.shape, self.targets.shape, self.targets.dtype):
+            raise ValueError(f"a batch of {tuple(images.shape)} images and {tuple(targets.shape)} {targets.dtype} targets "
+                             f"after {tuple(self.images.shape)} and {tuple(self.targets.shape)}: every step of a graph "
+                             "takes the same shapes (targets: class probabilities)")
         else:
             self.images.copy_(images)
             self.targets.copy_(targets)
@@ -77,13 +83,18 @@ class GraphedStep:
         return self.loss.clone()  # the next step overwrites self.loss
 
     def set_optimizer(self):
-        """Fused, with the lrs in tensors; Adam's step counts on the device, as fused Adam keeps them."""
+        """Fused, with the lrs in tensors; Adam's step counts on the device, as fused Adam keeps them; the
+        state in its param's memory format (a resume may change --channels-last: fused kernels need both alike)."""
         optimizer = self.run.optimizer
         for group, lr in zip(optimizer.param_groups, self.lrs):
             group.update(lr=lr, fused=True, foreach=None)
             if 'capturable' in group:
                 group['capturable'] = False  # set at capture: fused ignores it, and eager it warns
         place_step_counts(optimizer)
+        for param, state in optimizer.state.items():
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                    state[key] = torch.empty_like(param).copy_(value)
 
     def eager(self):
         self.run.optimizer.zero_grad(set_to_none=True)
@@ -103,8 +114,8 @@ class GraphedStep:
                 group['capturable'] = True  # Adam(W) refuses to be captured without it
         optimizer.zero_grad(set_to_none=True)  # backward in the capture allocates the grads from the graph's pool
         self.graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(self.graph):
+        try:  # thread_local: a DataLoader's thread (--stream) pinning memory meanwhile must not end the capture
+            with torch.cuda.graph(self.graph, capture_error_mode='thread_local'):
                 self.loss = self.update(self.run, self.images, self.targets)
         except RuntimeError as e:  # e.g. a trick's loss that syncs with the host (see the contract in common.py)
             fail(f"the training step could not be captured as a CUDA graph ({str(e).splitlines()[0]}): "

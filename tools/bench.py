@@ -11,7 +11,7 @@ In one run, with one model and one set of settings, the images per second of
 and the ratios a/b (1.0 = the loop costs nothing beyond the model), a/c and a/e (the graph's
 speed-up). On a GPU it also times one replay on the GPU alone (t_replay, CUDA events): runs
 sharing a GPU take turns on it, so together they train at most batch / t_replay images per
-second; above 0.85 ms it prints the replay's kernels by GPU time, the next thing to make faster.
+second; above 0.85 ms it prints the step's kernels by GPU time, the next thing to make faster.
 
 The three are measured in interleaved rounds, each after a few untimed warm-up steps (which
 also drain what the DataLoader prefetched meanwhile). The rates are medians over rounds; the
@@ -131,6 +131,8 @@ def main(argv=None):
     args, device = run.args, run.device
     graphed = run.graph is not None and run.graph.capture
     eager = common.prepare(sys.modules[__name__], rest + ['--epochs', '1000', '--no-cuda-graph']) if graphed else None
+    if eager:
+        eager.data = run.data  # the same input path: its own load may have found less memory free and streamed
 
     ready = next(common.train_batches(run, 0))  # (b): one batch through the real pipeline, reused
     epoch = iter(range(10**9))
@@ -153,6 +155,7 @@ def main(argv=None):
             batches = iter(loader)
             x, y = next(batches)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        y = torch.nn.functional.one_hot(y, len(run.data.classes)).float()  # class probabilities, as the loop's
         if args.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         common.train_step(run, x, y)
@@ -195,13 +198,13 @@ def main(argv=None):
     result = {**median, **ratios, 'rounds': rates, 'ops_a': ops_a, 'ops_b': ops_b, 't_replay': None}
     if ops_b is not None:
         print(f"operations per step: (a) {ops_a:.0f}, (b) {ops_b}; their ratio {ops_b / ops_a:.3f}")
-    if graphed:
+    if graphed and run.graph.graph is not None:  # captured (after the warm-up steps)
         result['t_replay'] = replay_ms(run.graph.graph)
         print(f"t_replay = {result['t_replay']:.3f} ms of GPU time per step: runs sharing this GPU train at most "
               f"{1000 * b / result['t_replay']:.0f} img/s together")
         if result['t_replay'] > 0.85:  # the next lever (fusion, bf16, the memory format) is in these kernels
-            table = kernels_by_time(lambda: [run.graph.graph.replay() for _ in range(5)])
-            print(f"the kernels of 5 replays, the longest first:\n{table}")
+            table = kernels_by_time(lambda: [common.train_step(eager, *ready) for _ in range(5)])
+            print(f"the kernels of 5 steps (profiled eager: the graph replays the same ones), the longest first:\n{table}")
     return result
 
 
