@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 from PIL import Image
 from torchvision.io import write_jpeg, write_png
 
@@ -59,6 +60,36 @@ def run_argv(data_dir, root, epochs, batch_size, device):
 def run_args(tmp_path, folder):
     """argv for a one-epoch run on the synthetic folder, everything in tmp_path."""
     return run_argv(folder, tmp_path, epochs=1, batch_size=8, device='cpu')
+
+
+@pytest.fixture
+def big_folder(tmp_path):
+    """Folder data above 64 px, so random-resized-crop, FixRes and ImageNet-style nets apply."""
+    return make_folder(tmp_path / 'big', per_class=6, test_per_class=3, sizes=((90, 80), (72, 100), (96, 96)))
+
+
+@pytest.fixture
+def big_args(tmp_path, big_folder):
+    def argv(*extra, out='run'):
+        return ['--data', str(big_folder), '--epochs', '1', '--batch-size', '6', '--device', 'cpu',
+                '--image-size', '72', '--arch', 'resnet18', '--cache-dir', str(tmp_path / 'cache'),
+                '--out', str(tmp_path / out), *map(str, extra)]
+    return argv
+
+
+@pytest.fixture
+def imagenet_weights(tmp_path):
+    """A torchvision-format resnet18 state dict in a file: the offline --weights PATH."""
+    path = tmp_path / 'resnet18-imagenet.pth'
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope='module')
+def smoke_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp('smoke')
+    return make_folder(root / 'data', classes=3, per_class=8, test_per_class=4), root
 
 
 @pytest.fixture(scope='session')

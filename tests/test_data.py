@@ -1,78 +1,19 @@
-"""Loading and batched augmentation: crops in bounds, flips are flips, labels follow images."""
-from types import SimpleNamespace
+"""Loading (folders, CIFAR-10, cache, streaming, decoding, bad data) and the batched augmentation."""
 
 import pytest
 import torch
 
+import baseline
 import common
 import data
+from conftest import run_argv
 from support import datasets
-import baseline
 
+
+# ---------------------------------------------------------------- loading
 
 def gen(seed=0):
     return torch.Generator().manual_seed(seed)
-
-
-def test_random_crop_is_a_window_of_the_zero_padded_image_mirrored_for_about_half():
-    images = torch.randint(1, 256, (200, 3, 8, 8), dtype=torch.uint8)  # no zeros inside
-    out = data.random_crop_flip(images, 4, gen())
-    assert out.shape == images.shape and out.dtype == torch.uint8
-    padded = torch.nn.functional.pad(images, (4, 4, 4, 4))
-    offsets, mirrored = set(), 0
-    for pad, crop in zip(padded, out):
-        windows = {(dy, dx): pad[:, dy:dy + 8, dx:dx + 8] for dy in range(9) for dx in range(9)}
-        hits = [k for k, win in windows.items() if torch.equal(win, crop)]
-        flips = [k for k, win in windows.items() if torch.equal(win.flip(2), crop)]
-        assert hits or flips, 'a crop is neither a window of the padded image nor its mirror'
-        offsets.add((hits or flips)[0])
-        mirrored += not hits
-    assert len(offsets) > 40  # the offsets really vary
-    assert 60 < mirrored < 140
-
-
-def test_random_flip_flips_about_half_and_nothing_else():
-    images = torch.rand(200, 3, 5, 7)
-    out = data.random_flip(images, gen())
-    same = (out == images).flatten(1).all(1)
-    mirrored = (out == images.flip(3)).flatten(1).all(1)
-    assert (same | mirrored).all()
-    assert 60 < mirrored.sum() < 140
-
-
-def test_random_resized_crop_boxes_lie_inside_and_keep_range():
-    # an image whose pixel value is its column index: a crop of columns [x0, x1] only holds values inside it
-    w = 40
-    images = torch.arange(w, dtype=torch.float).expand(16, 3, w, w).contiguous()
-    out = data.random_resized_crop(images, 24, gen())
-    assert out.shape == (16, 3, 24, 24)
-    assert out.min() >= 0 and out.max() <= w - 1
-    # a crop is a resampled box: values increase left to right
-    assert (out[:, 0, 12].diff(dim=-1) >= -1e-4).all()
-
-
-def test_test_view_is_the_centre_crop():
-    images = torch.arange(10 * 10, dtype=torch.uint8).view(1, 1, 10, 10).expand(2, 3, 10, 10)
-    out = data.test_view(images, 6, 10)
-    assert torch.equal(out * 255, images[:, :, 2:8, 2:8].float())
-
-
-def test_labels_follow_their_images_through_the_whole_pipeline(run_args):
-    """Each class of the synthetic folder is a solid colour: after crop, flip and normalising,
-    the centre pixel of every training image must still carry its label's colour (class 0's grey
-    image, as near blue as red, must carry label 0)."""
-    run = common.prepare(baseline, run_args('--batch-size', '4', '--no-channels-last'))
-    from conftest import COLOURS
-    colours = torch.tensor(COLOURS[:3], dtype=torch.float) / 255
-    seen = 0
-    for x, y in common.train_batches(run, epoch=0):
-        pixel = (x * run.data.std + run.data.mean)[:, :, x.shape[2] // 2, x.shape[3] // 2]
-        nearest = torch.cdist(pixel, colours).argmin(1)
-        grey = pixel.max(1).values - pixel.min(1).values < 0.3  # colours: 0.7 apart; the noise: +-0.08
-        nearest[grey] = 0
-        assert torch.equal(nearest, y.argmax(1))  # targets: one-hot rows
-        seen += len(y)
-    assert seen == len(run.data.train_index) // 4 * 4
 
 
 def test_folder_loading_handles_odd_sizes_grey_and_rgba(folder, tmp_path):
@@ -129,12 +70,6 @@ def test_fixed_split_is_disjoint_and_the_same_for_every_run():
     assert len(datasets.fixed_split(100, 0.1, 7)[0]) == 7
 
 
-def test_large_images_get_random_resized_crop_and_a_load_size_above_the_training_size():
-    assert data.load_size(32) == 32 and data.load_size(64) == 64 and data.load_size(224) == 256
-    out = data.train_view(torch.randint(0, 256, (4, 3, 110, 110), dtype=torch.uint8), 96, gen())
-    assert out.shape == (4, 3, 96, 96) and 0 <= out.min() and out.max() <= 1
-
-
 def test_cifar10_in_torchvisions_format_trains_from_local_files(tmp_path, monkeypatch):
     """The default data path (torchvision's CIFAR-10), offline: files laid out as its download leaves them."""
     import pickle
@@ -159,3 +94,176 @@ def test_cifar10_in_torchvisions_format_trains_from_local_files(tmp_path, monkey
     assert train_images.shape == (20, 3, 32, 32) and train_images.dtype == torch.uint8 and len(test_images) == 4
     first = pickle.loads((folder / 'data_batch_1').read_bytes())['data'][0].reshape(3, 32, 32)
     assert torch.equal(train_images[0], torch.from_numpy(first)) and classes[3] == 'c3'
+
+
+def test_cifar_offline_says_where_to_put_the_files(tmp_path, monkeypatch):
+    import torchvision
+
+    def offline(*a, **k):
+        raise OSError('network is unreachable')
+    monkeypatch.setattr(torchvision.datasets.cifar, 'download_and_extract_archive', offline)
+    with pytest.raises(SystemExit, match=r'put cifar-10-python\.tar\.gz from https://.* into'):
+        common.main(baseline, ['--data', str(tmp_path / 'cifar'), '--device', 'cpu', '--out', str(tmp_path / 'r')])
+
+
+def test_streaming_path_trains_the_same_way(run_args, tmp_path, capsys):
+    common.main(baseline, run_args('--stream', out='streamed'))
+    assert 'streaming' in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- bad data: one clear line
+
+def test_missing_or_empty_data_dirs(tmp_path, run_args):
+    argv = run_args()
+    argv[1] = str(tmp_path / 'nowhere')
+    with pytest.raises(SystemExit, match='no such folder|not an ImageFolder'):
+        common.main(baseline, argv + ['--dataset', 'folder'])
+    (tmp_path / 'empty' / 'train' / 'a').mkdir(parents=True)
+    (tmp_path / 'empty' / 'test').mkdir()
+    argv[1] = str(tmp_path / 'empty')
+    with pytest.raises(SystemExit, match=r"class folder .*empty/train/a has no images"):
+        common.main(baseline, argv)
+
+
+def test_a_file_as_data_is_named_as_a_file(tmp_path, run_args):
+    (tmp_path / 'cifar.zip').write_bytes(b'PK')
+    argv = run_args()
+    argv[1] = str(tmp_path / 'cifar.zip')
+    with pytest.raises(SystemExit, match=r'^error: --data .*cifar.zip is a file: give a folder'):
+        common.main(baseline, argv)
+
+
+def test_a_split_folder_or_a_flat_folder_as_data_is_not_a_cifar_download_target(folder, run_args):
+    argv = run_args()
+    argv[1] = str(folder / 'train')  # class folders, no train/ and test/
+    with pytest.raises(SystemExit, match=r'train holds images but no train/ and test/ folders: point --data at the '
+                                         'folder that holds'):
+        common.main(baseline, argv)
+
+
+def test_a_val_split_that_leaves_no_training_image_says_so(run_args):
+    with pytest.raises(SystemExit, match=r'--val-split 0.99 holds out 24 of the 24 training images and leaves none'):
+        common.main(baseline, run_args('--val-split', '0.99'))
+
+
+def test_image_size_on_cifar_is_refused(tmp_path):
+    with pytest.raises(SystemExit, match='--image-size 64: cifar10 images are 32 px'):
+        common.main(baseline, ['--dataset', 'cifar10', '--image-size', '64', '--data', str(tmp_path), '--device', 'cpu'])
+
+
+@pytest.mark.parametrize('stream', [[], ['--stream']])
+def test_unreadable_image_is_named(folder, run_args, stream):
+    bad = folder / 'train' / 'class1' / 'broken.jpg'
+    bad.write_bytes(b'not a jpeg at all')
+    with pytest.raises(SystemExit, match=r'^error: cannot decode image .*broken\.jpg[^\n]*$'):
+        common.main(baseline, run_args(*stream))
+
+
+@pytest.mark.parametrize('where', ['a file', 'under a file'])
+def test_a_cache_dir_that_cannot_be_made_or_written_is_one_line(where, folder, tmp_path):
+    (tmp_path / 'afile').write_text('x')
+    cache = tmp_path / 'afile' if where == 'a file' else tmp_path / 'afile' / 'cache'
+    argv = run_argv(folder, tmp_path, epochs=1, batch_size=8, device='cpu')()
+    argv[argv.index('--cache-dir') + 1] = str(cache)
+    with pytest.raises(SystemExit, match=r'--cache-dir .*afile.*: cannot write the decoded images there .*: give a '
+                                         'folder you can write to'):
+        common.main(baseline, argv)
+
+
+# ---------------------------------------------------------------- the batched augmentation
+
+def test_random_crop_is_a_window_of_the_zero_padded_image_mirrored_for_about_half():
+    images = torch.randint(1, 256, (200, 3, 8, 8), dtype=torch.uint8)  # no zeros inside
+    out = data.random_crop_flip(images, 4, gen())
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    padded = torch.nn.functional.pad(images, (4, 4, 4, 4))
+    offsets, mirrored = set(), 0
+    for pad, crop in zip(padded, out):
+        windows = {(dy, dx): pad[:, dy:dy + 8, dx:dx + 8] for dy in range(9) for dx in range(9)}
+        hits = [k for k, win in windows.items() if torch.equal(win, crop)]
+        flips = [k for k, win in windows.items() if torch.equal(win.flip(2), crop)]
+        assert hits or flips, 'a crop is neither a window of the padded image nor its mirror'
+        offsets.add((hits or flips)[0])
+        mirrored += not hits
+    assert len(offsets) > 40  # the offsets really vary
+    assert 60 < mirrored < 140
+
+
+def test_random_flip_flips_about_half_and_nothing_else():
+    images = torch.rand(200, 3, 5, 7)
+    out = data.random_flip(images, gen())
+    same = (out == images).flatten(1).all(1)
+    mirrored = (out == images.flip(3)).flatten(1).all(1)
+    assert (same | mirrored).all()
+    assert 60 < mirrored.sum() < 140
+
+
+def test_random_resized_crop_boxes_lie_inside_and_keep_range():
+    # an image whose pixel value is its column index: a crop of columns [x0, x1] only holds values inside it
+    w = 40
+    images = torch.arange(w, dtype=torch.float).expand(16, 3, w, w).contiguous()
+    out = data.random_resized_crop(images, 24, gen())
+    assert out.shape == (16, 3, 24, 24)
+    assert out.min() >= 0 and out.max() <= w - 1
+    # a crop is a resampled box: values increase left to right
+    assert (out[:, 0, 12].diff(dim=-1) >= -1e-4).all()
+
+
+def test_test_view_is_the_centre_crop():
+    images = torch.arange(10 * 10, dtype=torch.uint8).view(1, 1, 10, 10).expand(2, 3, 10, 10)
+    out = data.test_view(images, 6, 10)
+    assert torch.equal(out * 255, images[:, :, 2:8, 2:8].float())
+
+
+def test_large_images_get_random_resized_crop_and_a_load_size_above_the_training_size():
+    assert data.load_size(32) == 32 and data.load_size(64) == 64 and data.load_size(224) == 256
+    out = data.train_view(torch.randint(0, 256, (4, 3, 110, 110), dtype=torch.uint8), 96, gen())
+    assert out.shape == (4, 3, 96, 96) and 0 <= out.min() and out.max() <= 1
+
+
+def test_labels_follow_their_images_through_the_whole_pipeline(run_args):
+    """Each class of the synthetic folder is a solid colour: after crop, flip and normalising,
+    the centre pixel of every training image must still carry its label's colour (class 0's grey
+    image, as near blue as red, must carry label 0)."""
+    run = common.prepare(baseline, run_args('--batch-size', '4', '--no-channels-last'))
+    from conftest import COLOURS
+    colours = torch.tensor(COLOURS[:3], dtype=torch.float) / 255
+    seen = 0
+    for x, y in common.train_batches(run, epoch=0):
+        pixel = (x * run.data.std + run.data.mean)[:, :, x.shape[2] // 2, x.shape[3] // 2]
+        nearest = torch.cdist(pixel, colours).argmin(1)
+        grey = pixel.max(1).values - pixel.min(1).values < 0.3  # colours: 0.7 apart; the noise: +-0.08
+        nearest[grey] = 0
+        assert torch.equal(nearest, y.argmax(1))  # targets: one-hot rows
+        seen += len(y)
+    assert seen == len(run.data.train_index) // 4 * 4
+
+
+# ---------------------------------------------------------------- the paper's colour augmentation
+
+def test_pca_lighting_zero_std_is_the_identity_and_shifts_lie_in_the_eigenvector_span():
+    x = torch.rand(16, 3, 8, 8)
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(data.lighting(x, 0.0, g), x)
+    shift = data.lighting(x, 0.1, g) - x
+    assert torch.allclose(shift, shift[:, :, :1, :1].expand_as(shift))  # one colour per image
+    colours = shift[:, :, 0, 0]
+    eigvec = torch.tensor(data.IMAGENET_EIGVEC)
+    coords = torch.linalg.solve(eigvec, colours.T).T  # colour = eigvec @ coords
+    torch.testing.assert_close(coords @ eigvec.T, colours)
+    # the coordinates are alpha_j * eigval_j: the first component dominates, as ImageNet's spectrum
+    assert coords[:, 0].abs().mean() > 5 * coords[:, 2].abs().mean()
+
+
+def test_color_jitter_keeps_range_and_dtype_and_changes_images():
+    x = torch.rand(32, 3, 8, 8)
+    out = data.color_jitter(x, 0.4, torch.Generator().manual_seed(0))
+    assert out.dtype == x.dtype and out.shape == x.shape and 0 <= out.min() and out.max() <= 1
+    assert (out - x).abs().flatten(1).amax(1).min() > 0
+    same = data.color_jitter(x, 0.0, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(same, x)
+
+
+def test_colour_augmentation_runs_in_the_loop(run_args):
+    result = common.main(baseline, run_args('--color-jitter', '0.4', '--lighting', '0.1'))
+    assert result['args']['color_jitter'] == 0.4 and result['args']['lighting'] == 0.1

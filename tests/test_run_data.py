@@ -1,11 +1,9 @@
-"""A run is tied to its data (the fingerprint in result.json, last.pt and model.pt), distill's teacher
-checks, the order of the tricks' start hooks, and the last rough edges of bad input."""
+"""A run is tied to its data: the fingerprint in result.json, last.pt, model.pt, checked on --resume and run_all.sh."""
 import json
 import os
 import shutil
 import subprocess
 import sys
-from itertools import permutations
 
 import pytest
 import torch
@@ -13,12 +11,7 @@ import torchvision
 
 import baseline
 import common
-import distill
-import ema
-import ghmc
-import lsuv
-from conftest import REPO, interrupted_in_epoch_2, make_folder, run_argv
-from support.flags import defines_a_trick
+from conftest import REPO, interrupted_in_epoch_2, make_folder
 
 
 @pytest.fixture
@@ -114,122 +107,3 @@ def test_run_all_skips_only_runs_made_on_the_same_files(run_args, tmp_path, fold
     assert other.returncode == 1 and 'run_all.sh smoke: baseline s0: error: ' in other.stderr, other.stdout + other.stderr
     assert 'was trained on other files' in other.stderr and '->' not in other.stdout  # nothing started
     assert result.stat().st_mtime_ns == stamp
-
-
-# ---------------------------------------------------------------- distillation's teacher
-
-@pytest.fixture
-def teacher_run(run_args, tmp_path):
-    common.main(baseline, run_args(out='teacher'))
-    return tmp_path / 'teacher'
-
-
-def test_distill_learns_from_a_teachers_last_pt_as_from_its_model_pt(teacher_run):
-    from_last, saved = distill.load_teacher(str(teacher_run / 'last.pt'), None, 3, 'cpu')
-    from_model, _ = distill.load_teacher(str(teacher_run / 'model.pt'), None, 3, 'cpu')
-    assert saved['arch'] == 'resnet20' and saved['classes'] == ['class0', 'class1', 'class2']
-    x = torch.randn(2, 3, 32, 32)
-    torch.testing.assert_close(from_last(x), from_model(x))
-
-
-@pytest.mark.parametrize('teacher, arch, message', [
-    ('teacher/model.pt', 'resnet20', r'teacher/model.pt holds a training checkpoint, not a state dict: drop --teacher-arch'),
-    ('teacher/last.pt', 'resnet20', r'teacher/last.pt holds a training checkpoint, not a state dict: drop --teacher-arch'),
-    ('nowhere.pt', None, r'distill: --teacher .*nowhere.pt does not exist'),
-    ('five.pth', 'resnet20', r'does not fit resnet20 with 3 classes: fc.weight is 5 x 64 there, 3 x 64 here'),
-    ('five.pth', 'resnet32', r'does not fit resnet32 with 3 classes: it has no layer1.3.conv1.weight, which the net '
-                             r'needs'),
-])
-def test_a_teacher_that_does_not_fit_says_why_in_words(teacher, arch, message, teacher_run, run_args, tmp_path):
-    import models
-    torch.save(models.build('resnet20', 5).state_dict(), tmp_path / 'five.pth')
-    flags = ('--teacher', tmp_path / teacher) + (('--teacher-arch', arch) if arch else ())
-    distill.load_teacher.cache_clear()
-    with pytest.raises(SystemExit, match=message):
-        common.main(distill, run_args(*flags, out='student'))
-
-
-def test_a_teacher_that_saw_the_students_val_images_is_refused(run_args, tmp_path, capsys):
-    common.main(baseline, run_args(out='teacher'))  # trained on every training image
-    with pytest.raises(SystemExit, match=r'the student selects on --val-split 0.25, but the teacher was trained with '
-                                         r'--val-split 0.0 .* train the teacher with --val-split 0.25'):
-        common.main(distill, run_args('--val-split', '0.25', '--teacher', tmp_path / 'teacher' / 'model.pt',
-                                      out='student'))
-    common.main(baseline, run_args('--val-split', '0.25', out='teacher25'))
-    result = common.main(distill, run_args('--val-split', '0.25', '--teacher', tmp_path / 'teacher25' / 'model.pt',
-                                           out='student25'))
-    assert result['best_val_acc'] is not None
-    # a state dict says nothing of its images: said, not refused
-    torch.save(torch.load(tmp_path / 'teacher' / 'model.pt', weights_only=True)['state_dict'], tmp_path / 'sd.pth')
-    common.main(distill, run_args('--val-split', '0.25', '--teacher', tmp_path / 'sd.pth', '--teacher-arch', 'resnet20',
-                                  out='student-sd'))
-    assert 'distill: cannot tell which images' in capsys.readouterr().out
-
-
-# ---------------------------------------------------------------- tricks in either order
-
-HOOKED = [t for t in (distill, ema, ghmc, lsuv) if hasattr(t, 'start') or hasattr(t, 'init')]
-
-
-def at_step_0(script, other, argv, teacher):
-    if distill in (script, other):
-        argv = argv + ['--teacher', str(teacher)]
-    try:
-        run = common.prepare(script, argv + ['--with', other.__name__])
-    except SystemExit as e:
-        assert 'cannot be combined' in str(e)
-        return None
-    return {k: v.clone() for k, v in {**run.net.state_dict(), **run.extra.state_dict()}.items()}
-
-
-def test_every_ordered_pair_of_tricks_with_start_hooks_starts_alike(run_args, tmp_path):
-    assert {t.__name__ for t in HOOKED} == {'distill', 'ema', 'ghmc', 'lsuv'}  # every trick the contract calls first
-    common.main(baseline, run_args(out='teacher'))
-    argv, teacher = run_args(), tmp_path / 'teacher' / 'model.pt'
-    compared = 0
-    for a, b in permutations(HOOKED, 2):
-        ab, ba = at_step_0(a, b, argv, teacher), at_step_0(b, a, argv, teacher)
-        assert (ab is None) == (ba is None), (a.__name__, b.__name__)
-        if ab is not None:
-            assert ab.keys() == ba.keys() and all(torch.equal(ab[k], ba[k]) for k in ab), (a.__name__, b.__name__)
-            if 'ema.updates' in ab:  # the average starts as the net it averages, re-initialised or not
-                net = {k: v for k, v in ab.items() if not k.startswith(('ema.', 'ghm'))}
-                assert all(torch.equal(v, ab[f'ema.module.{k}']) for k, v in net.items())
-            compared += 1
-    assert compared == 10  # 12 ordered pairs, but distill and ghmc both replace the loss
-
-
-def test_tricks_define_start_only_through_the_contract():
-    import importlib
-    scripts = [p.stem for p in REPO.glob('*.py') if p.stem not in ('common', 'bench', 'tune', 'summarize', 'evaluate')]
-    hooked = {s for s in scripts if defines_a_trick(m := importlib.import_module(s)) and
-              (hasattr(m, 'start') or hasattr(m, 'init'))}
-    assert hooked == {t.__name__ for t in HOOKED}
-
-
-# ---------------------------------------------------------------- bad input, one line each
-
-def test_out_naming_a_file_is_one_line(run_args, tmp_path):
-    (tmp_path / 'afile').write_text('x')
-    with pytest.raises(SystemExit, match=r'--out .*afile is a file: give a folder for the run'):
-        common.main(baseline, run_args(out='afile'))
-
-
-@pytest.mark.parametrize('where', ['a file', 'under a file'])
-def test_a_cache_dir_that_cannot_be_made_or_written_is_one_line(where, folder, tmp_path):
-    (tmp_path / 'afile').write_text('x')
-    cache = tmp_path / 'afile' if where == 'a file' else tmp_path / 'afile' / 'cache'
-    argv = run_argv(folder, tmp_path, epochs=1, batch_size=8, device='cpu')()
-    argv[argv.index('--cache-dir') + 1] = str(cache)
-    with pytest.raises(SystemExit, match=r'--cache-dir .*afile.*: cannot write the decoded images there .*: give a '
-                                         'folder you can write to'):
-        common.main(baseline, argv)
-
-
-def test_ctrl_c_in_epoch_1_says_nothing_is_saved_yet(run_args, tmp_path, monkeypatch):
-    def interrupted(*a, **k):
-        raise KeyboardInterrupt
-    monkeypatch.setattr(common, 'train_epoch', interrupted)
-    with pytest.raises(SystemExit, match=r'interrupted in epoch 1: nothing saved yet; the same command starts .* again'):
-        common.main(baseline, run_args())
-    assert not (tmp_path / 'run' / 'last.pt').exists()
