@@ -124,7 +124,7 @@ def add_loop_flags(flags, recipe):
       help='mixed precision; auto: bf16 where the device has it (CUDA from Ampere on, a CPU with AVX512-BF16 or '
            'AMX), else fp16 + grad scaler on CUDA; fp16 or bf16 to choose')
     a('--channels-last', action=argparse.BooleanOptionalAction, default=True,
-      help='channels_last memory format (default: on; faster for these convnets, see docs/results.md)')
+      help='channels_last memory format (default: on; faster for these convnets, see docs/speed.md)')
     a('--compile', nargs='?', const='default', choices=('default', 'reduce-overhead', 'max-autotune'),
       help="torch.compile the model, in this mode (default: torch.compile's own; reduce-overhead uses CUDA graphs)")
     a('--cuda-graph', action=argparse.BooleanOptionalAction,

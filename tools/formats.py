@@ -4,7 +4,7 @@ In one run, interleaved rounds of the model step alone (common.train_step on one
 for fp32 / --amp crossed with NCHW / channels_last, and fp32 channels_last under --compile,
 each after warm-up steps; prints the median images per second of each, its ratio to fp32 NCHW,
 and the seconds its first step took (for --compile: the compilation). The ratios, not the
-absolute figures, are what carries over between runs. Measured figures: docs/results.md.
+absolute figures, are what carries over between runs. Measured figures: docs/speed.md.
 
     python tools/formats.py --data /tmp/cifar10 --arch resnet20 --batch-size 128
 """
