@@ -1,56 +1,12 @@
 """The one training loop that every script of this repo runs.
 
 `python baseline.py` runs it with no trick on; each other script runs it with its own trick, and
-`--with NAME ...` adds the tricks of NAME.py. Read it top to bottom: the contract (below), the
-recipe, the baseline's parts a trick may replace, the step, the epoch, evaluation, set-up, and
+`--with NAME ...` adds the tricks of NAME.py. Read it top to bottom: the recipe, the trick
+contract, the baseline's parts a trick may replace, the step, the epoch, evaluation, set-up, and
 main. Beside it: data.py (the batched augmentation), models/ (the nets), and support/, what a
 reader of the loop need not read first: the data sets (datasets.py), the command line and how
 tricks compose (flags.py), the net's set-up (nets.py), the CUDA graph (cuda_graph.py), devices
 and precision (device.py), what a run saves and prints (archive.py, report.py).
-
-The trick contract
-------------------
-A trick is a module; the loop calls the functions it defines, found by name. Each is optional.
-
-    add_args(parser)                      its flags (parser.add_argument)
-    DEFAULTS = {'lr': 1e-3, ...}          the defaults of the loop's flags that it changes
-    model(net, args) -> net               change the freshly built net (before --weights load)
-    param_groups(groups, net, args) -> groups
-                                          the optimizer's parameter groups
-    lr_factor(step, total_steps, args) -> factor on the lr at this step (0-based, per iteration)
-    batch(images, targets, args) -> images, targets
-                                          change a training batch: float N x 3 x S x S images in
-                                          [0, 1] (normalised after), targets N x K class
-                                          probabilities (one-hot for a plain batch); draw random
-                                          numbers from torch's global generator: seeded per run,
-                                          saved in last.pt, the same in every torchrun process
-    init(run)                             re-initialise the net's weights once data, net and
-                                          optimizer are ready (every trick's init runs before
-                                          any trick's start, which may copy the net)
-    start(run)                            once data, net and optimizer are ready, before a
-                                          checkpoint is loaded into them; a trick that keeps
-                                          state puts it in run.extra[key] (last.pt saves it)
-    after_step(run)                       after each optimizer step (eager, also on a graphed GPU)
-
-and these, which replace the loop's own (two tricks that define the same one cannot combine):
-
-    loss(logits, targets, images, run) -> loss       default: cross_entropy (images normalised)
-    optimizer(param_groups, args) -> optimizer       default: sgd
-    schedule(step, total_steps, args) -> factor      default: step_decay (a factor on the peak lr)
-    evaluate(run, split, index, name) -> metrics     default: evaluate
-    warmup_steps(total_steps, args) -> W             default: 0; the lr climbs linearly to its peak
-                                                     over W steps, then the schedule runs over
-                                                     the steps after them
-
-Tricks compose in the order they are named (the script, then --with's): flags add up, model,
-param_groups and batch chain, lr factors multiply.
-
-On a GPU the step (forward, loss, backward, optimizer step) runs as one CUDA graph, recorded
-once and replayed (support/cuda_graph.py). A loss hook runs inside it, so it must not call
-.item() or .tolist(), branch on a tensor's value, make tensors whose shape changes from step to
-step, or compute a Python number that changes per step: what Python computes is frozen at
-capture. State it keeps goes in tensors updated in place (as ghmc.py's running counts do).
-batch, after_step and the rest run eagerly, outside the graph.
 """
 import contextlib
 import math
@@ -90,6 +46,50 @@ RECIPE = {
     'color_jitter': 0.0,        # off; the paper's ImageNet recipe: 0.4
     'lighting': 0.0,            # off; the paper's: PCA lighting with std 0.1
 }
+
+
+# ---------------------------------------------------------------- the trick contract
+# A trick is a module; the loop calls the functions it defines, found by name. Each is optional.
+#
+#     add_args(parser)                      its flags (parser.add_argument)
+#     DEFAULTS = {'lr': 1e-3, ...}          the defaults of the loop's flags that it changes
+#     model(net, args) -> net               change the freshly built net (before --weights load)
+#     param_groups(groups, net, args) -> groups
+#                                           the optimizer's parameter groups
+#     lr_factor(step, total_steps, args) -> factor on the lr at this step (0-based, per iteration)
+#     batch(images, targets, args) -> images, targets
+#                                           change a training batch: float N x 3 x S x S images in
+#                                           [0, 1] (normalised after), targets N x K class
+#                                           probabilities (one-hot for a plain batch); draw random
+#                                           numbers from torch's global generator: seeded per run,
+#                                           saved in last.pt, the same in every torchrun process
+#     init(run)                             re-initialise the net's weights once data, net and
+#                                           optimizer are ready (every trick's init runs before
+#                                           any trick's start, which may copy the net)
+#     start(run)                            once data, net and optimizer are ready, before a
+#                                           checkpoint is loaded into them; a trick that keeps
+#                                           state puts it in run.extra[key] (last.pt saves it)
+#     after_step(run)                       after each optimizer step (eager, also on a graphed GPU)
+#
+# and these, which replace the loop's own (two tricks that define the same one cannot combine):
+#
+#     loss(logits, targets, images, run) -> loss       default: cross_entropy (images normalised)
+#     optimizer(param_groups, args) -> optimizer       default: sgd
+#     schedule(step, total_steps, args) -> factor      default: step_decay (a factor on the peak lr)
+#     evaluate(run, split, index, name) -> metrics     default: evaluate
+#     warmup_steps(total_steps, args) -> W             default: 0; the lr climbs linearly to its peak
+#                                                      over W steps, then the schedule runs over
+#                                                      the steps after them
+#
+# Tricks compose in the order they are named (the script, then --with's): flags add up, model,
+# param_groups and batch chain, lr factors multiply.
+#
+# On a GPU the step (forward, loss, backward, optimizer step) runs as one CUDA graph, recorded
+# once and replayed (support/cuda_graph.py). A loss hook runs inside it, so it must not call
+# .item() or .tolist(), branch on a tensor's value, make tensors whose shape changes from step to
+# step, or compute a Python number that changes per step: what Python computes is frozen at
+# capture. State it keeps goes in tensors updated in place (as ghmc.py's running counts do).
+# batch, after_step and the rest run eagerly, outside the graph.
 
 
 # ---------------------------------------------------------------- the baseline's replaceable parts

@@ -88,8 +88,10 @@ def main(argv=None):
     except datasets.DataError as e:
         common.fail(str(e))
     if list(dataset.classes) != list(saved['classes']):
-        common.fail(f"{args.data} has classes {dataset.classes[:4]}..., the model was trained on "
-                    f"{saved['classes'][:4]}...: test on the data set it was trained for")
+        missing = sorted(set(saved['classes']) - set(dataset.classes)) or ['none']
+        extra = sorted(set(dataset.classes) - set(saved['classes'])) or ['none']
+        common.fail(f"{args.data} has other classes than the model was trained on (missing: {', '.join(missing[:5])}; "
+                    f"new: {', '.join(extra[:5])}; or another order): test on the data set it was trained for")
     dataset.mean, dataset.std = (torch.tensor(saved[k], device=device).view(1, 3, 1, 1) for k in ('mean', 'std'))
     run = SimpleNamespace(data=dataset, rank=0, world=1, device=device, amp_dtype=None,
                           args=SimpleNamespace(batch_size=args.batch_size, channels_last=False))

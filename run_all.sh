@@ -297,11 +297,11 @@ same_data() {  # same_data NAME DIR SCRIPT FLAGS...: a finished run made on othe
   exit 1
 }
 
-start_run() {  # start_run NAME DIR SCRIPT FLAGS...: the distillation rows once their teacher is done
-  if [[ $1 == distill* ]]; then
+start_run() {  # start_run NAME DIR SCRIPT FLAGS...: the distillation rows not yet done once their teacher is
+  if [[ $1 == distill* && ! -f $2/result.json ]]; then
     wait_for teacher
     if [[ ! -f $OUT/teacher/s0/model.pt ]]; then
-      echo "== $1: waiting for the teacher ($OUT/teacher/s0), which is not finished"; return 0
+      echo "== $1: waiting for the teacher's model.pt ($OUT/teacher/s0), which is not there"; return 0
     fi
   fi
   launch "$@"

@@ -1,4 +1,5 @@
-"""The loop end to end: a run's outputs, resume, Ctrl-C, the trick contract, bad flags, devices, evaluate.py."""
+"""The loop end to end: a run's outputs, resume, Ctrl-C, the trick contract and how tricks compose,
+bad input, devices, evaluate.py, DDP on the CPU."""
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ import ema
 import evaluate
 import ghmc
 import lsuv
-from conftest import REPO, interrupted_in_epoch_2
+from conftest import REPO, interrupted_in_epoch_2, make_folder
 from support import archive, flags
 from support.flags import defines_a_trick
 
@@ -425,3 +426,33 @@ def test_baseline_script_on_a_subset_of_real_cifar10(cifar_copy, tmp_path):
     # 40 steps reach 21-25% (seeds 0-3); a pipeline that mixed up labels stays at 10 +- 1.7%
     assert float(lines[-1].split()[-1].rstrip('%')) > 15
     assert json.loads((tmp_path / 'run' / 'result.json').read_text())['args']['dataset'] == 'folder'
+
+
+# ---------------------------------------------------------------- DDP
+
+def test_ddp_on_cpu_with_two_gloo_processes(tmp_path):
+    data = make_folder(tmp_path / 'data', classes=3, per_class=8, test_per_class=4)
+    out = tmp_path / 'run'
+    proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+                           'baseline.py', '--data', str(data), '--epochs', '2', '--batch-size', '8', '--device', 'cpu',
+                           '--cache-dir', str(tmp_path / 'cache'), '--out', str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count('final test accuracy') == 1  # only rank 0 prints
+    assert 'epochs of 3 steps, batch 8' in proc.stdout  # 24 images / global batch 8
+    rows = [json.loads(line) for line in (out / 'log.jsonl').read_text().splitlines()]
+    assert [r['epoch'] for r in rows] == [1, 2]  # only rank 0 writes
+    result = json.loads((out / 'result.json').read_text())
+    assert result['device'].endswith('x 2 processes')
+    # the test metrics were reduced over both ranks: one process on the saved model agrees
+    metrics = evaluate.main([str(out / 'model.pt'), '--data', str(data), '--device', 'cpu',
+                             '--cache-dir', str(tmp_path / 'cache')])
+    assert metrics['test_acc'] == pytest.approx(rows[-1]['test_acc'])
+    assert metrics['test_loss'] == pytest.approx(rows[-1]['test_loss'], rel=1e-4)
+
+
+def test_evaluate_names_the_classes_that_differ(run_args, tmp_path):
+    common.main(baseline, run_args())
+    two = make_folder(tmp_path / 'two', classes=2)
+    with pytest.raises(SystemExit, match=r'has other classes than the model was trained on \(missing: class2; new: none'):
+        evaluate.main([str(tmp_path / 'run' / 'model.pt'), '--data', str(two), '--cache-dir', str(tmp_path / 'cache')])

@@ -88,7 +88,8 @@ def test_summarize_without_matplotlib_says_so(tmp_path, monkeypatch, capsys):
 
 def test_the_gpu_check_runs_every_step_as_a_dry_run_on_the_cpu(smoke_data, tmp_path):
     data, root = smoke_data
-    env = dict(os.environ, PYTHON=sys.executable, EXTRA=f"--cache-dir {root / 'cache'}", RESULTS=str(tmp_path / 'none'))
+    env = dict(os.environ, PYTHON=sys.executable, EXTRA=f"--cache-dir {root / 'cache'}", RESULTS=str(tmp_path / 'none'),
+               RUNS=str(tmp_path / 'table'))
     proc = subprocess.run(['bash', 'tools/gpu.sh', str(data), str(tmp_path / 'out'), '--dry-run'], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -115,7 +116,7 @@ def test_the_gpu_check_runs_every_step_as_a_dry_run_on_the_cpu(smoke_data, tmp_p
     subprocess.run([sys.executable, 'baseline.py', '--data', str(data), *tiny, '--cache-dir', str(root / 'cache'),
                     '--out', str(tmp_path / 'teacher')], cwd=REPO, check=True, capture_output=True)
     shutil.copy(tmp_path / 'teacher' / 'model.pt', earlier / 'teacher' / 's0' / 'model.pt')
-    env.update(RESULTS='earlier')  # relative to where gpu.sh is started
+    env.update(RESULTS='earlier', RUNS='table2')  # relative to where gpu.sh is started
     proc = subprocess.run(['bash', str(REPO / 'tools/gpu.sh'), str(data), 'later', '--dry-run'], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -7,8 +7,8 @@ In one run, with one model and one set of settings, the images per second of
   (c) the conventional loop: torchvision ImageFolder (or CIFAR10) + PIL transforms + a
       DataLoader with --workers worker processes (default: one per CPU core), feeding the same
       model step,
-  (e) on a GPU, the real loop with the step eager (--no-cuda-graph, the same flags),
-and the ratios a/b (1.0 = the loop costs nothing beyond the model), a/c and a/e (the graph's
+  (d) on a GPU, the real loop with the step eager (--no-cuda-graph, the same flags),
+and the ratios a/b (1.0 = the loop costs nothing beyond the model), a/c and a/d (the graph's
 speed-up). On a GPU it also times one replay on the GPU alone (t_replay, CUDA events): runs
 sharing a GPU take turns on it, so together they train at most batch / t_replay images per
 second; above 0.85 ms it prints the step's kernels by GPU time, the next thing to make faster.
@@ -23,7 +23,7 @@ Where the step is eager and not compiled it also counts the operations (top-leve
 views included, through torch.profiler) of a step of (a) and of (b): a step paced by launching
 its kernels pays for each operation the loop adds to the model's.
 
-    python tools/bench.py --data /tmp/cifar10 --arch resnet20 --batch-size 128
+    python tools/bench.py --data DIR --arch resnet20 --batch-size 128
 """
 import argparse
 import os
@@ -138,7 +138,7 @@ def main(argv=None):
     epoch = iter(range(10**9))
     batches = iter(())
 
-    def real_steps(n, run=run):  # (a), or (e) with run=eager: the real loop, n steps at a time
+    def real_steps(n, run=run):  # (a), or (d) with run=eager: the real loop, n steps at a time
         stats, done = common.train_epoch(run, next(epoch), max_steps=n)
         stats.tolist()  # the loop's one read per epoch: included, as in training
 
@@ -170,7 +170,7 @@ def main(argv=None):
         ops_a = operations(lambda: real_steps(longer))
         if longer > 1:
             ops_a = (ops_a - operations(lambda: real_steps(1))) / (longer - 1)
-    rates = {'a': [], 'b': [], 'c': [], 'e': []}
+    rates = {'a': [], 'b': [], 'c': [], 'd': []}
     b = args.batch_size
     print(f"bench: {args.arch}, batch {b}, {device_name(device)}, "
           f"{'channels_last' if args.channels_last else 'NCHW'}, {str(run.amp_dtype or 'fp32').split('.')[-1]}"
@@ -185,7 +185,7 @@ def main(argv=None):
         rates['b'].append(rate(own.steps, 2, model_step))
         rates['c'].append(rate(own.steps, 5, conventional_step))
         if eager:
-            rates['e'].append(rate(1, 1, lambda: real_steps(own.steps, run=eager)))
+            rates['d'].append(rate(1, 1, lambda: real_steps(own.steps, run=eager)))
     median = {k: statistics.median(v) for k, v in rates.items() if v}
     ratios = {f'a/{k}': statistics.median(x / y for x, y in zip(rates['a'], rates[k])) for k in median if k != 'a'}
     step = 'the graph replayed' if graphed else 'the model step alone'
@@ -193,7 +193,7 @@ def main(argv=None):
     print(f"(b) {step} on ready tensors:{' ' * (34 - len(step))}{median['b']:8.1f} img/s")
     print(f"(c) ImageFolder + PIL + DataLoader({own.workers} workers):         {median['c']:8.1f} img/s")
     if eager:
-        print(f"(e) real loop with the step eager (--no-cuda-graph):   {median['e']:8.1f} img/s")
+        print(f"(d) real loop with the step eager (--no-cuda-graph):   {median['d']:8.1f} img/s")
     print('   '.join(f"{k} = {v:.3f}" for k, v in ratios.items()) + "   (medians of per-round ratios)")
     result = {**median, **ratios, 'rounds': rates, 'ops_a': ops_a, 'ops_b': ops_b, 't_replay': None}
     if ops_b is not None:

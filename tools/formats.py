@@ -6,7 +6,7 @@ each after warm-up steps; prints the median images per second of each, its ratio
 and the seconds its first step took (for --compile: the compilation). The ratios, not the
 absolute figures, are what carries over between runs. Measured figures: docs/speed.md.
 
-    python tools/formats.py --data /tmp/cifar10 --arch resnet20 --batch-size 128
+    python tools/formats.py --data DIR --arch resnet20 --batch-size 128
 """
 import statistics
 import sys

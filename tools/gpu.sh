@@ -14,8 +14,11 @@
 #
 # What a slot carries: the check runs on a copy of this repository, so it needs the CIFAR-10 data
 # (DATA) and finds the raw results of the earlier slots in docs/gpu-short/ (RESULTS=DIR for
-# another folder): the table skips the runs finished there and adds missing ones. Copy OUTDIR's
-# gpu-short/ and ablation-gpu-short.* back into docs/ to keep what the slot added.
+# another folder). The table runs in runs/gpu-short (RUNS=DIR for another), where they are copied
+# first (where made on the same files as DATA; runs already there are kept): it skips the runs
+# finished and adds missing ones. Copy OUTDIR's gpu-short/ and ablation-gpu-short.* into docs/
+# to keep what the slot added. runs/gpu-short is a path relative to the repository on purpose:
+# the distill rows name their teacher by it, the same on every machine.
 #
 # Steps, in this order, each with a time limit:
 #   1. the GPU tests: pytest -m gpu (the graphed step against the eager one, no host sync, ...)
@@ -27,14 +30,16 @@
 #      where the graphed step failed its tests, the table runs eager (--no-cuda-graph)
 # --dry-run: the same steps on the CPU at tiny sizes, in two to three minutes (CI runs it): it proves
 # that every step works and measures nothing. Environment: DEADLINE, PYTHON, EXTRA (flags for every
-# training command, e.g. --cache-dir DIR), RESULTS.
+# training command, e.g. --cache-dir DIR), RESULTS, RUNS.
 set -uo pipefail
 [[ $# -ge 2 && $# -le 3 ]] || { echo "usage: bash tools/gpu.sh DATA OUTDIR [--dry-run]" >&2; exit 2; }
 absolute() { if [[ $1 == /* ]]; then echo "$1"; else echo "$PWD/$1"; fi; }
 DATA=$(absolute "$1") OUTDIR=$(absolute "$2") DRY=${3:-} RESULTS=${RESULTS:+$(absolute "$RESULTS")}
+RUNS=${RUNS:+$(absolute "$RUNS")}
 [[ -z $DRY || $DRY == --dry-run ]] || { echo "gpu.sh: unknown option $DRY (--dry-run)" >&2; exit 2; }
 cd "$(dirname "$0")/.."
 RESULTS=${RESULTS:-$PWD/docs/gpu-short}
+RUNS=${RUNS:-runs/gpu-short}
 PYTHON=${PYTHON:-$(command -v python3 || command -v python)}
 DEADLINE=${DEADLINE:-540}
 EXTRA=${EXTRA:-}
@@ -76,8 +81,8 @@ limit() {  # limit SECONDS: a step's time limit, cut so that the check ends by D
 }
 # bench.py's output as one table cell: the loop, the replay and the eager loop, their ratios, t_replay
 bench_cell() {
-  awk '/^\(a\)/ {a=$(NF-1)} /^\(b\)/ {b=$(NF-1)} /^\(e\)/ {e=$(NF-1)} /^t_replay =/ {t=$3}
-       /^a\/b =/ {for (i = 1; i < NF; i++) {if ($i == "a/b") ab=$(i+2); if ($i == "a/e") ae=$(i+2)}}
+  awk '/^\(a\)/ {a=$(NF-1)} /^\(b\)/ {b=$(NF-1)} /^\(d\)/ {e=$(NF-1)} /^t_replay =/ {t=$3}
+       /^a\/b =/ {for (i = 1; i < NF; i++) {if ($i == "a/b") ab=$(i+2); if ($i == "a/d") ae=$(i+2)}}
        END {if (ab == "") {print "failed (see bench.txt)"; exit}
             printf "a %s, b %s%s img/s; a/b %s%s%s\n", a, b, (e == "" ? "" : ", eager " e), ab,
                    (ae == "" ? "" : ", a/eager " ae), (t == "" ? "" : "; t_replay " t " ms")}'
@@ -85,7 +90,7 @@ bench_cell() {
 
 GPU=$($PYTHON -c "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')")
 VERSIONS=$($PYTHON -c "import torch, torchvision; print(f'torch {torch.__version__}, torchvision {torchvision.__version__}')")
-echo "gpu.sh: $GPU; $VERSIONS; $(nproc) CPU cores; data $DATA; earlier results $RESULTS; output in $OUTDIR"
+echo "gpu.sh: $GPU; $VERSIONS; $(nproc) CPU cores; data $DATA; earlier results $RESULTS; table in $RUNS; output in $OUTDIR"
 
 FALLBACK=""  # --no-cuda-graph where the graphed step failed its tests
 gpu_tests() {  # 1. the GPU tests
@@ -127,9 +132,13 @@ runs_at_a_time() {  # 3. runs at a time: JOBS, and a guess of a run's length fro
 }
 
 gpu_short() {  # 4. run_all.sh gpu-short in the time left
-  local runs="$WORK/runs/gpu-short" budget t finished planned seeds
+  local runs=$RUNS budget t finished planned seeds digest made carried=""
   mkdir -p "$runs"
-  [[ ! -d $RESULTS ]] || cp -r "$RESULTS"/. "$runs"/
+  if [[ -d $RESULTS ]]; then  # the earlier slots' runs, where made on DATA's files
+    digest=$($PYTHON -c 'import sys; from support import datasets; print(datasets.digest_of(sys.argv[1]))' "$DATA")
+    made=$(find "$RESULTS" -name result.json -print -quit | xargs -r sed -n 's/.*"digest": "\([0-9a-f]*\)".*/\1/p')
+    if [[ -z $made || $made == "$digest" ]]; then cp -rn "$RESULTS"/. "$runs"/; else carried="; $RESULTS not carried: made on other files"; fi
+  fi
   budget=$(( $(left) - 20 ))
   if (( budget < 60 )); then
     row "run_all.sh gpu-short" "not started: ${budget} s left of DEADLINE=$DEADLINE"; return
@@ -140,7 +149,7 @@ gpu_short() {  # 4. run_all.sh gpu-short in the time left
     bash run_all.sh gpu-short > "$OUTDIR/run_all.txt" 2>&1
   finished=$(find "$runs" -path '*/s*/result.json' | grep -vc /teacher/)
   planned=$(grep -c '^row ' "$runs/rows.txt" 2>/dev/null); seeds=$(sed -n 's/^seeds //p' "$runs/rows.txt")
-  row "run_all.sh gpu-short" "$finished of $((planned * seeds)) runs finished, $((SECONDS - t)) s of a ${budget}-s budget (JOBS=${JOBS:-default})${FALLBACK:+, eager}$([[ -f $runs/ablation-gpu-short.md ]] && echo "; table: ablation-gpu-short.md")"
+  row "run_all.sh gpu-short" "$finished of $((planned * seeds)) runs finished, $((SECONDS - t)) s of a ${budget}-s budget (JOBS=${JOBS:-default})${FALLBACK:+, eager}$([[ -f $runs/ablation-gpu-short.md ]] && echo "; table: ablation-gpu-short.md")$carried"
   mkdir -p "$OUTDIR/gpu-short"  # the raw results, no checkpoint but the teacher while a distill run waits for it
   (cd "$runs" && find . \( -name result.json -o -name log.jsonl -o -name '*.command' -o -name rows.txt \) -print0 |
     tar cf - --null -T - | tar xf - -C "$OUTDIR/gpu-short")

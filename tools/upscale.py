@@ -5,7 +5,7 @@ Takes the first N images of each class of an ImageFolder tree (train/ and test/)
 torchvision's CIFAR-10 folder, resizes each to S x S and writes it as a JPEG into an ImageFolder
 tree:
 
-    python tools/upscale.py /tmp/cifar10 /tmp/cifar10-256 --per-class 200 --size 256
+    python tools/upscale.py DIR DIR-256 --per-class 200 --size 256
 
 The images are blurry upscales: this is for timing and for running the code path, not for
 accuracy figures.
