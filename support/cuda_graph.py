@@ -9,8 +9,8 @@ The graph holds forward, loss (the tricks' loss hooks too), backward and the opt
 The batch (augmentation, the tricks' batch hooks, normalisation) and the after_step hooks (EMA)
 stay eager. A replay reads and writes the same memory every time, so this unit keeps:
 - static inputs: each batch is copied into the same image and target tensors;
-- the lr of each parameter group in a tensor on the device, filled before each step: SGD and
-  Adam(W) run fused, which read it there (a Python float would be frozen at capture);
+- the lr in a tensor on the device that every parameter group reads, filled before each step:
+  SGD and Adam(W) run fused, which read it there (a Python float would be frozen at capture);
 - the loss in a static tensor, copied for the epoch's list after each step;
 - a few eager steps before capture, on a side stream, so that cuDNN has chosen its kernels
   and the optimizer's state exists;
@@ -54,7 +54,7 @@ class GraphedStep:
 
     def __init__(self, run, update, capture):
         self.run, self.update, self.capture = run, update, capture
-        self.lrs = [torch.zeros((), device=run.device) for _ in run.optimizer.param_groups]
+        self.lr = torch.zeros((), device=run.device)  # every group's: the loop gives them all one lr
         self.images = self.targets = self.loss = self.graph = None
         self.steps = 0
         self.stream = torch.cuda.Stream(run.device) if capture else None
@@ -71,8 +71,7 @@ class GraphedStep:
         else:
             self.images.copy_(images)
             self.targets.copy_(targets)
-        for lr_tensor in self.lrs:
-            lr_tensor.fill_(lr)
+        self.lr.fill_(lr)
         if self.graph is None and self.capture and self.steps >= WARMUP_STEPS:
             self.record()
         if self.graph is not None:
@@ -83,11 +82,11 @@ class GraphedStep:
         return self.loss.clone()  # the next step overwrites self.loss
 
     def set_optimizer(self):
-        """Fused, with the lrs in tensors; Adam's step counts on the device, as fused Adam keeps them; the
+        """Fused, with the lr in a tensor; Adam's step counts on the device, as fused Adam keeps them; the
         state in its param's memory format (a resume may change --channels-last: fused kernels need both alike)."""
         optimizer = self.run.optimizer
-        for group, lr in zip(optimizer.param_groups, self.lrs):
-            group.update(lr=lr, fused=True, foreach=None)
+        for group in optimizer.param_groups:
+            group.update(lr=self.lr, fused=True, foreach=None)
             if 'capturable' in group:
                 group['capturable'] = False  # set at capture: fused ignores it, and eager it warns
         place_step_counts(optimizer)
