@@ -9,10 +9,11 @@
 #
 # Presets:
 #   smoke      every row, one tiny epoch on 128 images: seconds per row on a CPU (CI runs it)
-#   cpu        a demonstration on a 2-core laptop CPU in about an hour: ResNet-20, 20,000
-#              training images, 3 epochs, tested on all 10,000, --amp (bf16 where the CPU has
-#              it, else fp32), 3 seeds; only the rows that can show something this short:
-#              baseline, cosine, label smoothing, cosine + LS, cosine + mixup + LS (ROWS= for others)
+#   cpu        the paper's nine rows overnight on a 2-core CPU: baseline, warmup, zero gamma, no bias
+#              decay, ResNet-D, cosine, label smoothing, mixup, distillation; ResNet-20 on full
+#              CIFAR-10, 6 epochs, fp32 (no --amp: it means bf16 on some CPUs, fp32 on others), 4
+#              seeds, a ResNet-20 teacher of 46 epochs: 9 x 4 x 6 + 46 = 262 epochs of 50,000 images
+#              (13.1M training images; about 7 hours at 500 img/s). See the pilot below the presets
 #   gpu-short  every row on full CIFAR-10, 3 seeds, ResNet-20, 30 epochs, --amp, JOBS runs at a
 #              time (tools/gpu.sh measures it and fills the table over short GPU slots, BUDGET
 #              seconds each: the same command carries on where the last one stopped)
@@ -37,7 +38,8 @@
 # (more flags for every run, e.g. "--device cpu"), JOBS (runs at a time per GPU: default 4 on a
 # GPU, 1 on a CPU), BUDGET (seconds: start a run only where it can end before then, by the mean
 # wall time of the rows finished so far, or by RUN_SECONDS, TEACHER_SECONDS before any has: a
-# guess from measured speed; a run still going at the end of the budget is stopped, to resume).
+# guess from measured speed; a run still going at the end of the budget is stopped, to resume),
+# PUBLISHED (default docs/<preset>: the raw results a table starts from).
 #
 # Idempotent and resumable: a finished run (result.json) is skipped, an unfinished one
 # (last.pt) resumes, so a killed run_all.sh loses at most the epoch in flight of each run.
@@ -66,10 +68,11 @@ OUT=${OUT:-runs/$PRESET}
 DATA=${DATA:-data}
 EXTRA=${EXTRA:-}
 BUDGET=${BUDGET:-0}
+PUBLISHED=${PUBLISHED:-docs/$PRESET}
 
 CIFAR_ROWS="baseline warmup zerogamma nobiasdecay resnet_d cosine labelsmooth mixup distill cosine+ls cosine+mixup
             cosine+mixup+ls all cutmix randaugment ema adamw"
-CPU_ROWS="baseline cosine labelsmooth cosine+ls cosine+mixup+ls"
+PAPER_ROWS="baseline warmup zerogamma nobiasdecay resnet_d cosine labelsmooth mixup distill"
 INTEL_ROWS="scratch pretrained +adam +warmup +cosine +ls +mixup fixres"
 RESNET18_ROWS="baseline cosine warmup5 labelsmooth mixup0.3 all4"
 NOTES=()
@@ -80,11 +83,11 @@ case $PRESET in
     FLAGS="--arch resnet20 --epochs 1 --subset 128 --test-subset 128 --batch-size 32"
     TEACHER="--arch resnet20" ;;
   cpu)
-    SEEDS=${SEEDS:-3}; ROWS=${ROWS:-$CPU_ROWS}
-    FLAGS="--arch resnet20 --epochs 3 --subset 20000 --batch-size 128 --amp"
-    TEACHER="--arch resnet32"
-    NOTES+=("3 epochs on 20,000 images (468 steps), tested on all 10,000: this short, seeds differ by as much as
-      these tricks change (they need longer runs: gpu-short)") ;;
+    SEEDS=${SEEDS:-4}; ROWS=${ROWS:-$PAPER_ROWS}
+    FLAGS="--arch resnet20 --epochs 6 --batch-size 128"
+    TEACHER="--epochs 46"
+    NOTES+=("the distillation teacher is the baseline trained 46 epochs instead of 6, so that it knows more than its
+      students") ;;
   gpu-short)
     SEEDS=${SEEDS:-3}; ROWS=${ROWS:-$CIFAR_ROWS}
     FLAGS="--arch resnet20 --epochs 30 --batch-size 128 --amp"
@@ -256,12 +259,28 @@ recorded_digest() { sed -n 's/.*"digest": "\([0-9a-f]*\)".*/\1/p' "$1" 2>/dev/nu
 DATASET=$(sed -n 's/.* --dataset[= ]\([a-z0-9]*\).*/\1/p' <<< " $FLAGS $EXTRA ")
 DIGEST=$($PYTHON -c 'import sys; from support import datasets; print(datasets.digest_of(*sys.argv[1:]))' "$DATA" "$DATASET" 2>/dev/null) || DIGEST=""
 
+# Start from the preset's published raw results (docs/<preset>/, or PUBLISHED=DIR): each finished run there
+# that was made on DATA's files is copied into OUT, where the same command then skips it; a run already in
+# OUT is kept as it is. The teacher's model.pt comes with it while distill rows still need it.
+carry_published() {
+  local f dir rel
+  [[ -d $PUBLISHED && -n $DIGEST ]] || return 0
+  for f in "$PUBLISHED"/*/s*/result.json; do
+    [[ -f $f && $(recorded_digest "$f") == "$DIGEST" ]] || continue
+    dir=${f%/result.json} rel=${f#"$PUBLISHED"/}; rel=${rel%/result.json}
+    [[ -e $OUT/$rel/result.json ]] && continue
+    mkdir -p "$OUT/$rel" && cp -p "$dir"/* "$OUT/$rel/" && cp -p "$dir.command" "$OUT/$rel.command" 2>/dev/null
+    echo "== ${rel%/s*} ${rel##*/}: carried from $PUBLISHED"
+  done
+}
+
 COMMAND="bash run_all.sh $PRESET"
 for v in DATA SEEDS ROWS OUT EXTRA WEIGHTS BUDGET JOBS; do  # the variables the caller set, for the record
   [[ -n ${!v+x} && $(env | grep -c "^$v=") -gt 0 ]] && COMMAND="$v=\"${!v}\" $COMMAND"
 done
 mkdir -p "$OUT"
 rm -f "$OUT/paused"  # written by a run stopped (or not started) at the time budget
+carry_published
 { echo "preset $PRESET"; echo "command $COMMAND"; echo "out $OUT"; echo "data $DATA"; echo "flags $FLAGS $EXTRA"
   echo "jobs $SLOTS at a time$( (( NGPU > 0 )) && echo " on $NGPU GPU(s)")"
   echo "seeds $SEEDS"

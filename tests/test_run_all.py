@@ -12,9 +12,9 @@ import torchvision
 from conftest import REPO, make_folder
 
 
-def run_all(root, data, out, rows=None, extra='', jobs=2, **popen):
+def run_all(root, data, out, rows=None, extra='', jobs=2, published='', **popen):
     env = dict(os.environ, DATA=str(data), OUT=str(out), EXTRA=f"--device cpu --cache-dir {root / 'cache'} {extra}",
-               JOBS=str(jobs), PYTHON=sys.executable)
+               JOBS=str(jobs), PYTHON=sys.executable, PUBLISHED=str(published))
     if rows:
         env['ROWS'] = rows
     return subprocess.Popen(['bash', 'run_all.sh', 'smoke'], cwd=REPO, env=env, text=True,
@@ -86,6 +86,14 @@ def test_smoke_preset_runs_every_row_two_at_a_time_and_writes_the_table(smoke_da
     output, _ = again.communicate(timeout=300)
     assert again.returncode == 0 and output.count(': done (') == len(rows) + 1
     assert stamps == {p: p.stat().st_mtime_ns for p in out.glob('*/s0/result.json')}
+    # published (as docs/<preset>/ holds them), they are the start of a fresh folder: nothing trains again
+    published = root / 'published'
+    out.rename(published)
+    again = run_all(root, data, out, published=published)
+    output, _ = again.communicate(timeout=300)
+    assert again.returncode == 0 and output.count(': carried from') == output.count(': done (') == len(rows) + 1
+    assert not list(out.glob('*/s0.log')), output  # no run started
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob('*/s0/result.json')}
     # other flags: a flag that changes only how it runs reuses the row, one that changes the result is refused
     same = run_all(root, data, out, 'baseline', extra='--threads 2')
     output, _ = same.communicate(timeout=300)

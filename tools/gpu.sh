@@ -14,9 +14,9 @@
 #
 # What a slot carries: the check runs on a copy of this repository, so it needs the CIFAR-10 data
 # (DATA) and finds the raw results of the earlier slots in docs/gpu-short/ (RESULTS=DIR for
-# another folder). The table runs in runs/gpu-short (RUNS=DIR for another), where they are copied
-# first (where made on the same files as DATA; runs already there are kept): it skips the runs
-# finished and adds missing ones. Copy OUTDIR's gpu-short/ and ablation-gpu-short.* into docs/
+# another folder). The table runs in runs/gpu-short (RUNS=DIR for another), where run_all.sh copies
+# them first (each run made on the same files as DATA; runs already there are kept): it skips the
+# runs finished and adds missing ones. Copy OUTDIR's gpu-short/ and ablation-gpu-short.* into docs/
 # to keep what the slot added. runs/gpu-short is a path relative to the repository on purpose:
 # the distill rows name their teacher by it, the same on every machine.
 #
@@ -132,24 +132,19 @@ runs_at_a_time() {  # 3. runs at a time: JOBS, and a guess of a run's length fro
 }
 
 gpu_short() {  # 4. run_all.sh gpu-short in the time left
-  local runs=$RUNS budget t finished planned seeds digest made carried=""
+  local runs=$RUNS budget t finished planned seeds
   mkdir -p "$runs"
-  if [[ -d $RESULTS ]]; then  # the earlier slots' runs, where made on DATA's files
-    digest=$($PYTHON -c 'import sys; from support import datasets; print(datasets.digest_of(sys.argv[1]))' "$DATA")
-    made=$(find "$RESULTS" -name result.json -print -quit | xargs -r sed -n 's/.*"digest": "\([0-9a-f]*\)".*/\1/p')
-    if [[ -z $made || $made == "$digest" ]]; then cp -rn "$RESULTS"/. "$runs"/; else carried="; $RESULTS not carried: made on other files"; fi
-  fi
   budget=$(( $(left) - 20 ))
   if (( budget < 60 )); then
     row "run_all.sh gpu-short" "not started: ${budget} s left of DEADLINE=$DEADLINE"; return
   fi
   t=$SECONDS
-  env DATA="$DATA" OUT="$runs" BUDGET=$budget PYTHON="$PYTHON" ${JOBS:+JOBS=$JOBS} ${RUN_SECONDS:+RUN_SECONDS=$RUN_SECONDS} \
+  env DATA="$DATA" OUT="$runs" PUBLISHED="$RESULTS" BUDGET=$budget PYTHON="$PYTHON" ${JOBS:+JOBS=$JOBS} ${RUN_SECONDS:+RUN_SECONDS=$RUN_SECONDS} \
     ${TEACHER_SECONDS:+TEACHER_SECONDS=$TEACHER_SECONDS} "${TABLE[@]}" EXTRA="$TABLE_EXTRA $FALLBACK $EXTRA" \
     bash run_all.sh gpu-short > "$OUTDIR/run_all.txt" 2>&1
   finished=$(find "$runs" -path '*/s*/result.json' | grep -vc /teacher/)
   planned=$(grep -c '^row ' "$runs/rows.txt" 2>/dev/null); seeds=$(sed -n 's/^seeds //p' "$runs/rows.txt")
-  row "run_all.sh gpu-short" "$finished of $((planned * seeds)) runs finished, $((SECONDS - t)) s of a ${budget}-s budget (JOBS=${JOBS:-default})${FALLBACK:+, eager}$([[ -f $runs/ablation-gpu-short.md ]] && echo "; table: ablation-gpu-short.md")$carried"
+  row "run_all.sh gpu-short" "$finished of $((planned * seeds)) runs finished, $((SECONDS - t)) s of a ${budget}-s budget (JOBS=${JOBS:-default})${FALLBACK:+, eager}$([[ -f $runs/ablation-gpu-short.md ]] && echo "; table: ablation-gpu-short.md")"
   mkdir -p "$OUTDIR/gpu-short"  # the raw results, no checkpoint but the teacher while a distill run waits for it
   (cd "$runs" && find . \( -name result.json -o -name log.jsonl -o -name '*.command' -o -name rows.txt \) -print0 |
     tar cf - --null -T - | tar xf - -C "$OUTDIR/gpu-short")
