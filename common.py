@@ -10,8 +10,6 @@ and precision (device.py), what a run saves and prints (archive.py, report.py).
 """
 import contextlib
 import math
-import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -313,9 +311,9 @@ def build(args, tricks, trick_flags, rank, world, device, source, log, fingerpri
 
 def prepare(script, argv=None):
     """A Run from a command line, without its run directory: for tools/bench.py and the tests."""
-    args, tricks, trick_flags = parse(script, argv, RECIPE)
+    args, tricks, trick_flags, changed = parse(script, argv, RECIPE)
     rank, world, device = start_processes(args)
-    source = fill_in_defaults(args)
+    source = fill_in_defaults(args, changed)
     return build(args, tricks, trick_flags, rank, world, device, source, report.printer(rank))
 
 
@@ -324,35 +322,40 @@ def prepare(script, argv=None):
 def main(script, argv=None):
     """Train with the script's tricks (and --with's); returns the result dict."""
     started = time.time()
-    if threading.current_thread() is threading.main_thread():  # Ctrl-C stops the run, also where a launcher
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # started it with Ctrl-C ignored (bash's `&`)
-    args, tricks, trick_flags = parse(script, argv, RECIPE)
+    args, tricks, trick_flags, changed = parse(script, argv, RECIPE)
     rank, world, device = start_processes(args)
     log = report.printer(rank)
-    source = fill_in_defaults(args)
+    source = fill_in_defaults(args, changed)
     out = Path(args.out)
     fingerprint = datasets.fingerprint(source, args.val_split, args.subset, args.test_subset)
-    state = archive.check_run_dir(out, args, trick_flags, rank, fingerprint, log)
-    if state == 'done':
-        result = archive.read_result(out)
-        log(f"{out} is finished already (--resume)")
-        log(f"final test accuracy: {result['final_test_acc']:.2f}%")
-        return result
-    try:
-        run = build(args, tricks, trick_flags, rank, world, device, source, log, fingerprint)
-    except KeyboardInterrupt:
-        fail("interrupted before the first epoch (while loading the data or building the net): nothing saved")
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-    if world > 1:
-        dist.barrier()
+    with archive.stop_signals(), archive.claimed(out, rank, log):  # one run in a folder at a time
+        state = archive.check_run_dir(out, args, trick_flags, rank, fingerprint, log)
+        if state == 'done':
+            result = archive.read_result(out)
+            log(f"{out} is finished already (--resume)")
+            log(f"final test accuracy: {result['final_test_acc']:.2f}%")
+            return result
+        try:
+            run = build(args, tricks, trick_flags, rank, world, device, source, log, fingerprint)
+        except KeyboardInterrupt:
+            fail("interrupted before the first epoch (while loading the data or building the net): nothing saved")
+        if args.force and rank == 0:  # every check has passed: only now the old run goes
+            archive.clear_run(out)
+        if world > 1:
+            dist.barrier()
+        return train(run, state, started)
+
+
+def train(run, state, started):
+    """The epochs from where the run folder left off to the last; the result dict."""
+    args, out, log = run.args, run.out, run.log
     start_epoch, best_val, wall_before = 0, None, 0.0
     if state == 'resume':
         start_epoch, best_val, wall_before = archive.resume(run, out / 'last.pt')
         log(f"resumed {out} after epoch {start_epoch}")
     rows = archive.read_log(out / 'log.jsonl', start_epoch)
     board = report.TensorBoard(run)
-    if args.summary and rank == 0:
+    if args.summary and run.rank == 0:
         report.print_summary(run)
     log(report.opening_line(run))
 
@@ -361,7 +364,7 @@ def main(script, argv=None):
         for epoch in range(start_epoch, args.epochs):
             t0 = time.perf_counter()
             stats, steps = train_epoch(run, epoch)
-            if world > 1:
+            if run.world > 1:
                 agree_across_processes(run, stats)
             train_loss, bad = stats.tolist()  # the one read of the training metrics per epoch
             train_seconds = time.perf_counter() - t0
@@ -389,11 +392,10 @@ def main(script, argv=None):
         result = archive.save_result(run, rows, best_val, wall_before + time.time() - started)  # it holds Ctrl-C
     except datasets.DataError as e:  # an unreadable image met while streaming
         fail(str(e))
-    except KeyboardInterrupt:  # Ctrl-C, or run_all.sh's time budget
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, or run_all.sh's time budget
         if not saved:
             fail(f"interrupted in epoch 1: nothing saved yet; the same command starts {out} again")
         fail(f"interrupted: {out}/last.pt holds {saved} of {args.epochs} epochs; the same command with --resume "
              "carries on from there")
     log(f"final test accuracy: {result['final_test_acc']:.2f}%")
     return result
-

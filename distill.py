@@ -13,7 +13,7 @@ entropy). The teacher, trained on images prepared as the student's, sees the sam
 Flags: --teacher PATH (a run's model.pt or last.pt, or a torchvision state dict with
 --teacher-arch), --temperature (default 20, the paper's), --hard-weight, --soft-weight. With
 --val-split the teacher must have held out the same images (they select the student): it was
-trained with the same --val-split.
+trained on the same files with the same --val-split.
 Paper (ResNet-50-D student, ResNet-152-D teacher, on ImageNet): 78.31 -> 78.67 top-1
 without mixup, 79.15 -> 79.29 with mixup (Table 6).
 
@@ -84,6 +84,9 @@ def start(run):
         common.fail(f"distill: the student selects on --val-split {split}, but the teacher was trained with "
                     f"--val-split {saved['data']['val_split']} (it has seen other or all of those images): train the "
                     f"teacher with --val-split {split} (tools/tune.py adds --val-split 0.1 to its trials)")
+    elif split and saved['data']['digest'] != run.fingerprint['digest']:  # other files: other val images
+        common.fail(f"distill: the student selects on --val-split {split} of its data, but the teacher was trained "
+                    "on other files (it may have seen those images): train the teacher on the student's --data")
 
 
 def loss(logits, targets, images, run):

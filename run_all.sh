@@ -159,14 +159,14 @@ PID=()   # slot -> the pid (and process group) of the run in it
 NAME=()  # slot -> the name of that run
 
 stop() {
-  trap '' INT TERM
+  trap '' INT TERM HUP
   echo "run_all.sh: interrupted; each run stops after saving its last.pt: run it again to carry on" >&2
   local pid
   for pid in "${PID[@]}"; do [[ -n $pid ]] && kill -INT -- "-$pid" 2>/dev/null; done
   wait
   exit 130
 }
-trap stop INT TERM
+trap stop INT TERM HUP  # HUP: the terminal closed; its runs would train on, orphaned
 
 time_left() { (( BUDGET > 0 )) && echo $(( BUDGET - (SECONDS - START) )) || echo 0; }
 
@@ -201,10 +201,11 @@ run() {  # run NAME DIR SCRIPT FLAGS...
     limit=(timeout --foreground --signal=INT "$left")
   fi
   mkdir -p "$(dirname "$dir")"
-  echo "$what" > "$dir.command"
-  "${limit[@]}" "${command[@]}" > "$dir.log" 2>&1
+  echo "== $(date '+%Y-%m-%d %H:%M:%S') $what" >> "$dir.log"  # appended: each start of the run keeps its lines
+  "${limit[@]}" "${command[@]}" >> "$dir.log" 2>&1
   local status=$?
   echo "== $name: $(tail -n 1 "$dir.log")"
+  (( status == 0 )) && echo "$what" > "$dir.command"  # the command that finished it, once it has
   if (( status == 124 )) && (( BUDGET > 0 )); then
     echo "== $name: paused at the time budget"; touch "$OUT/paused"; return 0
   fi
@@ -252,6 +253,12 @@ wait_all() {
 }
 
 for r in $ROWS; do row_command "$r" > /dev/null || exit 2; done  # a misspelt row stops here, not hours later
+REPEATED=$(tr -s ' \n' '\n\n' <<< "$ROWS" | sed '/^$/d' | sort | uniq -d | tr '\n' ' ')
+[[ -z $REPEATED ]] || { echo "run_all.sh: ROWS names ${REPEATED% } twice: give each row once" >&2; exit 2; }
+for flag in --seed --out --data; do  # run_all.sh sets them for each run
+  [[ " $EXTRA " != *" $flag "* && " $EXTRA " != *" $flag="* ]] ||
+    { echo "run_all.sh: EXTRA sets $flag, which run_all.sh sets for each run: use SEEDS, OUT or DATA instead" >&2; exit 2; }
+done
 
 # The digest of DATA's files, computed once: a finished run is skipped only where it was made on the same
 # files (its result.json records their digest); none where it cannot be computed (the runs then say why).

@@ -1,10 +1,12 @@
 """What a run writes and reads back: its folder, last.pt (to resume), log.jsonl, result.json and
-model.pt; the checks that keep one run from overwriting or resuming another; Ctrl-C while saving.
+model.pt; the lock and the checks that keep one run from overwriting or resuming another; Ctrl-C and
+SIGTERM while saving.
 
-Every write is whole or not at all (a temporary file, then a rename), and log.jsonl, last.pt and
-the interrupt message always agree on how many epochs are done.
+Every write is whole or not at all (a temporary file of this process, then a rename), and log.jsonl,
+last.pt and the interrupt message always agree on how many epochs are done.
 """
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -58,16 +60,60 @@ def check_data(out, made, now, log):
              "labels or sizes differ): use another --out, or --force")
 
 
-def check_run_dir(out, args, trick_flags, rank, fingerprint, log):
-    """'done', 'resume' or 'fresh'; refuses to overwrite a run without --resume or --force, or to take a
-    finished run made on other data for this one."""
+LOCK = '.lock'  # in the run folder; never renamed or deleted while held (last.pt and result.json are replaced)
+
+
+@contextlib.contextmanager
+def claimed(out, rank, log):
+    """This process's hold on the run folder `out` while the block runs: an exclusive flock on out/.lock,
+    which names the holder's pid. flock, not fcntl's locks: a flock belongs to its open file, so two runs in
+    one process exclude each other too, and closing another descriptor on the file keeps it; the kernel drops
+    it when the process dies, so no lock is ever stale. A second run on the folder stops here, before it writes
+    anything. A folder this hold made goes again if the run saves nothing in it. Under torchrun only rank 0
+    writes, so only rank 0 holds it."""
+    if rank != 0:
+        yield
+        return
     if out.exists() and not out.is_dir():
         fail(f"--out {out} is a file: give a folder for the run")
+    made = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = open(out / LOCK, 'a+')
+    except OSError as e:
+        fail(f"cannot write the run folder {out} ({e.strerror}): give another --out")
+    held = False
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = True
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or 'unknown'
+            fail(f"{out} is in use by another run (pid {holder}): wait for it to end, or give another --out")
+        except OSError as e:  # a file system without flock (some network mounts)
+            log(f"note: {out} cannot be locked ({e.strerror}): nothing stops a second run from writing into it")
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        for tmp in out.glob('*.tmp*'):  # a killed run's half-written files
+            tmp.unlink(missing_ok=True)
+        yield
+    finally:
+        if made and held and all(p.name == LOCK for p in out.iterdir()):
+            with contextlib.suppress(OSError):
+                (out / LOCK).unlink()
+                out.rmdir()
+        lock.close()  # the flock goes with it
+
+
+def check_run_dir(out, args, trick_flags, rank, fingerprint, log):
+    """'done', 'resume' or 'fresh'; refuses to overwrite a run without --resume or --force, or to take a
+    finished run made on other data for this one. It reads and removes nothing: --force removes the old
+    run (clear_run) only once the new command has passed every check before training."""
     finished, unfinished = (out / 'result.json').exists(), (out / 'last.pt').exists()
     if args.force:
-        if rank == 0:
-            for f in ('result.json', 'last.pt', 'model.pt', 'log.jsonl'):
-                (out / f).unlink(missing_ok=True)
         return 'fresh'
     if finished:
         if not args.resume:
@@ -83,18 +129,29 @@ def check_run_dir(out, args, trick_flags, rank, fingerprint, log):
     return 'resume' if unfinished else 'fresh'
 
 
+def clear_run(out):
+    """--force: the old run's files go, once the new run is ready to train."""
+    for f in ('result.json', 'last.pt', 'model.pt', 'log.jsonl'):
+        (out / f).unlink(missing_ok=True)
+
+
 def read_result(out):
     return json.loads((out / 'result.json').read_text())
 
 
+def temporary(path):
+    """A temporary name beside `path`, this process's own: two writers never share one."""
+    return path.with_name(f"{path.name}.tmp{os.getpid()}")
+
+
 def save_atomic(obj, path):
-    tmp = path.with_suffix('.tmp')
+    tmp = temporary(path)
     torch.save(obj, tmp)
     os.replace(tmp, path)  # a kill mid-write leaves the previous file whole
 
 
 def write_text_atomic(path, text):
-    tmp = path.with_suffix(path.suffix + '.tmp')
+    tmp = temporary(path)
     tmp.write_text(text)
     os.replace(tmp, path)
 
@@ -185,23 +242,48 @@ def save_result(run, rows, best_val, wall_seconds):
     return result
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C, and kill's default (a scheduler's stop)
+
+
+def interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """Ctrl-C and SIGTERM stop the run as KeyboardInterrupt, which saves what can be saved and says how to
+    --resume, also where a launcher started it with Ctrl-C ignored (bash's `&`); the handlers before are back
+    when the block ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, interrupt) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 @contextlib.contextmanager
 def ctrl_c_held():
-    """Hold a Ctrl-C (SIGINT) that arrives inside the block and raise it when the block ends; inside
+    """Hold a Ctrl-C or SIGTERM that arrives inside the block and raise it when the block ends; inside
     another hold, hand it on to that one, which raises it when the outer block ends."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught = []
-    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    previous = {s: signal.signal(s, lambda signum, _: caught.append(signum)) for s in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
         if caught:
-            if not callable(previous):
+            handler = previous[caught[0]]
+            if not callable(handler):  # the default action (SIGTERM's would end the process unsaved)
                 raise KeyboardInterrupt
-            previous(signal.SIGINT, None)  # the default handler raises KeyboardInterrupt; an outer hold records it
+            handler(caught[0], None)  # interrupt() raises KeyboardInterrupt; an outer hold records it
 
 
 def model_description(run):
@@ -227,9 +309,9 @@ def load_model_file(path):
     if not Path(path).exists():
         fail(f"{path} does not exist")
     try:
-        saved = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        fail(f"cannot read {path} ({str(e).splitlines()[0]})")
+        saved = models.read_file(path)  # the reason in words, not torch's advice to load the file unsafely
+    except ValueError as e:
+        fail(f"cannot read {path}: {e}: pass a run's model.pt (or last.pt)")
     if isinstance(saved, dict) and 'optimizer' in saved and 'arch' in saved:  # a last.pt
         saved = {**saved, 'state_dict': saved['model']}
     if not (isinstance(saved, dict) and 'state_dict' in saved and 'arch' in saved):

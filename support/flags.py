@@ -10,8 +10,10 @@ combined when they
 The run then stops with one line naming both.
 """
 import argparse
+import hashlib
 import importlib
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -146,7 +148,8 @@ def add_loop_flags(flags, recipe):
            '(Xavier uniform for conv and linear weights)')
     a('--weights', metavar='NAME|PATH', help='start from these weights: a torchvision name such as '
       'IMAGENET1K_V1 (downloads) or a state-dict file (offline)')
-    a('--out', metavar='DIR', help='run directory (default: runs/<script>[+<with>...]-<arch>-<dataset>-s<seed>)')
+    a('--out', metavar='DIR', help='run directory (default: runs/<script>[+<with>...][-<flag>=<value>...]-<arch>-'
+      '<data>-s<seed>, naming each flag given another value than its default)')
     a('--resume', action='store_true', help='continue from DIR/last.pt; skip a finished run')
     a('--force', action='store_true', help='overwrite a finished or unfinished run in DIR')
     a('--cache-dir', default=datasets.DEFAULT_CACHE, metavar='DIR',
@@ -190,11 +193,14 @@ def import_tricks(script, argv):
     tricks = [script]
     for name in names:
         name = name.removesuffix('.py')
-        module = importlib.import_module(name) if (HERE / f'{name}.py').exists() and name != 'common' else None
+        # a name, never a path: tools/bench.py exists, but `import tools/bench` is no module (and no trick)
+        here = name.isidentifier() and (HERE / f'{name}.py').exists() and name != 'common'
+        module = importlib.import_module(name) if here else None
         if module is None or not defines_a_trick(module):
             choices = sorted(p.stem for p in HERE.glob('*.py') if p.stem != 'common' and
                              any(f'def {n}(' in p.read_text() or f'{n} =' in p.read_text() for n in CONTRACT))
-            what = 'defines no trick' if module else 'is not a script here'
+            what = 'defines no trick' if module else 'is not a script here' if name.isidentifier() else \
+                'is not a trick: --with takes the name of a script beside common.py, not a path'
             fail(f"--with {name}: {name}.py {what}; choose from {', '.join(choices)}")
         if name in map(trick_name, tricks):
             fail(f"--with {name}: {name} is already on")
@@ -203,9 +209,9 @@ def import_tricks(script, argv):
 
 
 def parse(script, argv, recipe):
-    """(args, tricks, trick_flags): the flags of the loop (their defaults from `recipe`) and of every
-    trick, once the tricks are known to compose. trick_flags holds, per trick, its flags and the
-    defaults it changed."""
+    """(args, tricks, trick_flags, changed): the flags of the loop (their defaults from `recipe`) and of
+    every trick, once the tricks are known to compose. trick_flags holds, per trick, its flags and the
+    defaults it changed; changed, the flags the command changes from the script's defaults (run_dir)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     tricks = import_tricks(script, argv)
     parser = Parser(prog=f'{trick_name(script)}.py', description=script.__doc__,
@@ -238,12 +244,30 @@ def parse(script, argv, recipe):
     parser.set_defaults(**defaults)
     args = parser.parse_args(argv)
     args.script = trick_name(script)
-    return args, tricks, {trick_name(t): {d: getattr(args, d) for d in own[trick_name(t)]} for t in tricks}
+    trick_flags = {trick_name(t): {d: getattr(args, d) for d in own[trick_name(t)]} for t in tricks}
+    return args, tricks, trick_flags, changed_flags(args, parser)
 
 
-def fill_in_defaults(args):
+NAMED_ELSEWHERE = {'arch', 'dataset', 'seed', 'script'}  # the end of a default run folder's name
+
+
+def changed_flags(args, parser):
+    """The flags that --resume compares (all but the runtime-only ones) whose value is not the script's default,
+    as 'name=value' words in the order of their names: what names a default run folder."""
+    from support.archive import RUNTIME_ONLY_FLAGS  # archive imports this module
+    words = []
+    for dest in sorted(vars(args)):
+        value = describe(getattr(args, dest))
+        if dest in RUNTIME_ONLY_FLAGS | NAMED_ELSEWHERE or value == describe(parser.get_default(dest)):
+            continue
+        words.append(f"{dest.replace('_', '-')}={folder_word(value)}")
+    return words
+
+
+def fill_in_defaults(args, changed):
     """Find the data set behind the flags, and fill in the defaults that follow from it: --dataset,
-    --image-size, --arch (resnet20 up to 64 px, else resnet18) and --out. Returns the datasets.Source."""
+    --image-size, --arch (resnet20 up to 64 px, else resnet18) and --out (named with the `changed` flags,
+    see run_dir). Returns the datasets.Source."""
     try:
         source = datasets.find_source(args.data, args.dataset, args.image_size)
     except datasets.DataError as e:
@@ -256,13 +280,31 @@ def fill_in_defaults(args):
     if args.compile and args.cuda_graph:
         fail(f"--cuda-graph and --compile {args.compile}: the graph captures eager kernels; torch.compile's own "
              "CUDA graphs are --compile reduce-overhead: drop one of them")
-    args.out = str(run_dir(args))
+    args.out = str(run_dir(args, changed))
     return source
 
 
-def run_dir(args):
-    name = '+'.join([args.script] + [w.removesuffix('.py') for w in args.with_])
-    return Path(args.out or f"runs/{name}-{args.arch}-{args.dataset}-s{args.seed}")
+def run_dir(args, changed):
+    """--out, or runs/ and a name for the command: the script and its --with tricks, the flags it changes
+    from their defaults, the arch, the data and the seed. One command, one folder: a sweep over a flag
+    needs no --out, and the same command again finds its own run (--resume)."""
+    if args.out:
+        return Path(args.out)
+    data = args.dataset if args.dataset != 'folder' else Path(args.data).resolve().name
+    name = '-'.join(['+'.join([args.script] + [w.removesuffix('.py') for w in args.with_]), *changed,
+                     args.arch, folder_word(data), f's{args.seed}'])
+    if len(name) > 100:  # file systems take 255 bytes; a long name keeps its start and a digest of the whole
+        name = f"{name[:91]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return Path('runs') / name
+
+
+def folder_word(value):
+    """A flag's value as a part of a folder name: a path by its file name, lists joined by commas, no
+    character a shell or a file system would take otherwise."""
+    if isinstance(value, list):
+        return ','.join(map(folder_word, value))
+    text = Path(value).name if isinstance(value, str) and '/' in value else str(value)
+    return re.sub(r'[^A-Za-z0-9.,+=_-]', '_', text)
 
 
 def describe(value):

@@ -10,6 +10,7 @@ import baseline
 import common
 import cutmix
 import distill
+from conftest import make_folder, run_argv
 
 
 @pytest.fixture
@@ -122,6 +123,22 @@ def test_a_teacher_that_saw_the_students_val_images_is_refused(run_args, tmp_pat
     common.main(distill, run_args('--val-split', '0.25', '--teacher', tmp_path / 'sd.pth', '--teacher-arch', 'resnet20',
                                   out='student-sd'))
     assert 'distill: cannot tell which images' in capsys.readouterr().out
+
+
+def test_a_teacher_trained_on_other_files_with_the_same_val_split_is_refused(run_args, tmp_path):
+    # B holds the first images of each of A's classes: with one --val-split, the student's val images were
+    # among the teacher's training images
+    common.main(baseline, run_args('--val-split', '0.25', out='teacher'))
+    part = make_folder(tmp_path / 'part', classes=3, per_class=6, test_per_class=4)
+    student = run_argv(part, tmp_path, epochs=1, batch_size=8, device='cpu')
+    teacher = tmp_path / 'teacher' / 'model.pt'
+    with pytest.raises(SystemExit, match=r'student selects on --val-split 0.25 of its data, but the teacher was '
+                                         r"trained on other files .*: train the teacher on the student's --data"):
+        common.main(distill, student('--val-split', '0.25', '--teacher', teacher, out='student'))
+    assert not (tmp_path / 'student').exists()
+    # the val images do not depend on --subset and --test-subset: those may differ
+    common.main(distill, run_args('--val-split', '0.25', '--subset', '12', '--test-subset', '6', '--teacher', teacher,
+                                  out='student'))
 
 
 def test_a_torchvision_resnet50_teacher_is_built_as_torchvision_builds_it(tmp_path):

@@ -192,6 +192,136 @@ def test_resuming_another_runs_checkpoint_is_a_clear_error(run_args, tmp_path):
         common.main(baseline, run_args('--epochs', '2', '--resume'))
 
 
+# ---------------------------------------------------------------- one run, one folder
+
+def test_a_second_run_on_a_folder_in_use_stops_at_once_naming_the_holder(run_args, tmp_path):
+    out = tmp_path / 'run'
+    with archive.claimed(out, 0, print):  # as a run in this very process holds it: a flock is per open file
+        assert (out / archive.LOCK).read_text() == f"{os.getpid()}\n"
+        with pytest.raises(SystemExit, match=rf"{out} is in use by another run \(pid {os.getpid()}\): wait for it"):
+            common.main(baseline, run_args('--seed', '1'))
+        assert sorted(p.name for p in out.iterdir()) == [archive.LOCK]  # it wrote nothing
+    assert common.main(baseline, run_args())['epochs'] == 1  # held no more: the next run takes it
+
+
+def test_two_processes_on_one_folder_leave_one_coherent_run(run_args, tmp_path):
+    out = tmp_path / 'run'
+    first = subprocess.Popen([sys.executable, 'baseline.py', *run_args('--epochs', '3', '--seed', '0')], cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lock, deadline = out / archive.LOCK, time.time() + 120
+    while time.time() < deadline and not (lock.exists() and lock.read_text().strip() == str(first.pid)):
+        time.sleep(0.05)
+    second = subprocess.run([sys.executable, 'baseline.py', *run_args('--epochs', '3', '--seed', '1')], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert second.returncode == 1 and second.stderr.strip().splitlines() == [
+        f"error: {out} is in use by another run (pid {first.pid}): wait for it to end, or give another --out"]
+    assert first.wait(timeout=300) == 0, first.communicate()[1]
+    result = json.loads((out / 'result.json').read_text())
+    last = torch.load(out / 'last.pt', weights_only=True)
+    model = torch.load(out / 'model.pt', weights_only=True)
+    assert result['args']['seed'] == last['args']['seed'] == 0 and last['epoch'] == 3
+    assert [json.loads(r)['epoch'] for r in (out / 'log.jsonl').read_text().splitlines()] == [1, 2, 3]
+    assert all(torch.equal(model['state_dict'][k], last['model'][k]) for k in last['model'])
+    assert not list(out.glob('*.tmp*'))
+
+
+def test_the_lock_holder_removes_a_killed_runs_temporary_files_and_writes_its_own(run_args, tmp_path):
+    common.main(baseline, run_args('--epochs', '2'))
+    (tmp_path / 'run' / 'result.json').unlink()
+    (tmp_path / 'run' / 'last.pt.tmp4242').write_bytes(b'half a checkpoint')
+    assert archive.temporary(tmp_path / 'run' / 'last.pt').name == f"last.pt.tmp{os.getpid()}"
+    common.main(baseline, run_args('--epochs', '2', '--resume'))
+    assert not list((tmp_path / 'run').glob('*.tmp*'))
+
+
+def test_a_file_system_without_flock_is_said_in_one_line_and_the_run_goes_on(run_args, tmp_path, monkeypatch, capsys):
+    def no_flock(*a):
+        raise OSError(38, 'Function not implemented')
+    monkeypatch.setattr(archive.fcntl, 'flock', no_flock)
+    common.main(baseline, run_args())
+    assert f"note: {tmp_path / 'run'} cannot be locked (Function not implemented)" in capsys.readouterr().out
+
+
+def test_sigterm_while_saving_is_held_like_ctrl_c():
+    done = []
+    with archive.stop_signals():
+        with pytest.raises(KeyboardInterrupt):
+            with archive.ctrl_c_held():
+                os.kill(os.getpid(), signal.SIGTERM)  # delivered here: held, not raised, not the end of the process
+                done.append('log')
+                done.append('last.pt')
+    assert done == ['log', 'last.pt'] and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_sigterm_ends_with_one_line_saying_what_last_pt_holds(run_args, tmp_path):
+    proc = subprocess.Popen([sys.executable, 'baseline.py', *run_args('--epochs', '1000')], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / 'run' / 'log.jsonl'
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and log.read_text().count('\n') >= 1):
+        time.sleep(0.05)
+    proc.terminate()
+    _, err = proc.communicate(timeout=60)
+    saved = torch.load(tmp_path / 'run' / 'last.pt', weights_only=False)['epoch']
+    assert proc.returncode == 1 and err.strip().splitlines()[-1] == (
+        f"error: interrupted: {tmp_path / 'run'}/last.pt holds {saved} of 1000 epochs; the same command with --resume "
+        "carries on from there")
+    assert not list((tmp_path / 'run').glob('*.tmp*'))
+
+
+def default_out(script, *argv):
+    args, _, _, changed = flags.parse(script, list(argv), common.RECIPE)
+    args.arch, args.dataset = args.arch or 'resnet20', args.dataset or 'cifar10'
+    return str(flags.run_dir(args, changed))
+
+
+def test_the_default_folder_names_the_command(tmp_path):
+    import mixup
+    assert default_out(mixup) == 'runs/mixup-resnet20-cifar10-s0'
+    assert default_out(mixup, '--alpha', '0.2') == 'runs/mixup-resnet20-cifar10-s0'  # the script's default
+    assert default_out(mixup, '--alpha', '.3', '--seed', '2') == 'runs/mixup-alpha=0.3-resnet20-cifar10-s2'
+    assert default_out(mixup, '--lr', '.05', '--alpha', '0.3') == default_out(mixup, '--alpha=0.30', '--lr', '0.05') \
+        == 'runs/mixup-alpha=0.3-lr=0.05-resnet20-cifar10-s0'  # a fixed order, each value as result.json has it
+    assert default_out(baseline, '--with', 'cosine', '--milestones', '0.3', '0.6', '--no-channels-last',
+                       '--device', 'cpu', '--threads', '1') == 'runs/baseline+cosine-milestones=0.3,0.6-resnet20-cifar10-s0'
+    assert default_out(distill, '--teacher', 'runs/t/s0/model.pt') == 'runs/distill-teacher=model.pt-resnet20-cifar10-s0'
+    long = default_out(baseline, '--weights', 'a' * 120 + '.pth')
+    assert len(long) == len('runs/') + 100 and long.startswith('runs/baseline-weights=aaaa') and long[-9] == '-'
+    assert long != default_out(baseline, '--weights', 'a' * 121 + '.pth')  # cut, but the digest tells them apart
+    args, _, _, changed = flags.parse(baseline, ['--data', str(tmp_path / 'intel') + '/'], common.RECIPE)
+    args.arch, args.dataset = 'resnet18', 'folder'
+    assert str(flags.run_dir(args, changed)) == 'runs/baseline-resnet18-intel-s0'  # folder data: its folder's name
+
+
+def test_a_sweep_needs_no_out_and_the_same_sweep_with_resume_trains_nothing(folder, tmp_path, monkeypatch, capsys):
+    import mixup
+    monkeypatch.chdir(tmp_path)
+    argv = ['--data', str(folder), '--epochs', '1', '--batch-size', '8', '--device', 'cpu',
+            '--cache-dir', str(tmp_path / 'cache')]
+    for alpha in ('0.1', '0.4'):
+        common.main(mixup, argv + ['--alpha', alpha])
+    assert sorted(p.name for p in (tmp_path / 'runs').iterdir()) == [
+        f'mixup-alpha={a}-batch-size=8-epochs=1-resnet20-data-s0' for a in ('0.1', '0.4')]
+    capsys.readouterr()
+    for alpha in ('0.1', '0.4'):
+        common.main(mixup, argv + ['--alpha', alpha, '--resume'])
+    assert capsys.readouterr().out.count('is finished already') == 2
+
+
+@pytest.mark.parametrize('flags_that_fail, message', [
+    (['--amp', 'fp16'], 'fp16'), (['--weights', 'missing.pth'], 'missing.pth'),
+    (['--with', 'distill', '--teacher', 'missing.pt'], 'missing.pt')])
+def test_force_keeps_the_old_run_when_the_new_command_fails_its_checks(run_args, tmp_path, flags_that_fail, message):
+    common.main(baseline, run_args())
+    before = {p.name: p.read_bytes() for p in (tmp_path / 'run').iterdir()}
+    with pytest.raises(SystemExit, match=message):
+        common.main(baseline, run_args('--force', *flags_that_fail))
+    assert {p.name: p.read_bytes() for p in (tmp_path / 'run').iterdir()} == before
+    with pytest.raises(SystemExit, match=message):  # and a new folder is not left behind
+        common.main(baseline, run_args(*flags_that_fail, out='new'))
+    assert not (tmp_path / 'new').exists()
+
+
 # ---------------------------------------------------------------- the trick contract
 
 def trick(name, tmp_path, source):

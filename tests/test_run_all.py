@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 import torchvision
 
@@ -48,6 +49,61 @@ def test_run_all_sh_edited_in_place_while_it_runs_goes_on_as_it_was(tmp_path):
     assert script.read_text().count('# a line added by an edit') >= 2  # the fake ran, and edited it
 
 
+@pytest.mark.parametrize('settings, message', [
+    ({'ROWS': 'baseline cosine baseline'}, 'ROWS names baseline twice: give each row once'),
+    ({'EXTRA': '--lr 0.05 --seed 5'}, 'EXTRA sets --seed, which run_all.sh sets for each run: use SEEDS, OUT or DATA'),
+    ({'EXTRA': '--out=x'}, 'EXTRA sets --out'), ({'EXTRA': '--data x'}, 'EXTRA sets --data')])
+def test_a_repeated_row_or_extra_setting_what_run_all_sets_stops_before_any_run(tmp_path, settings, message):
+    env = dict(os.environ, OUT=str(tmp_path / 'out'), PYTHON='false', **settings)
+    proc = subprocess.run(['bash', 'run_all.sh', 'smoke'], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=60)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"run_all.sh: {message}"), proc.stderr
+    assert not (tmp_path / 'out').exists()
+
+
+def fake_python(tmp_path, body):
+    """A stand-in for python that run_all.sh calls: its probes (-c) fail, a run does `body`."""
+    fake = tmp_path / 'python'
+    fake.write_text(f'#!/bin/sh\ncase "$1" in -c) exit 1 ;; esac\n{body}\n')
+    fake.chmod(0o755)
+    return str(fake)
+
+
+def test_sighup_stops_the_runs_as_ctrl_c_does(tmp_path):
+    pids = tmp_path / 'pids'
+    env = dict(os.environ, OUT=str(tmp_path / 'out'), ROWS='baseline',
+               PYTHON=fake_python(tmp_path, f'echo $$ >> {pids}\nexec sleep 60'))
+    proc = subprocess.Popen(['bash', 'run_all.sh', 'smoke'], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (pids.exists() and pids.read_text().strip()):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGHUP)  # the terminal closed
+    output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and 'interrupted' in output, output
+    run = int(pids.read_text())
+    deadline = time.time() + 10
+    while time.time() < deadline and os.path.exists(f'/proc/{run}') and 'Z' not in open(f'/proc/{run}/stat').read():
+        time.sleep(0.05)
+    assert not os.path.exists(f'/proc/{run}') or ' Z ' in open(f'/proc/{run}/stat').read()  # not orphaned
+
+
+def test_each_start_of_a_run_appends_to_its_log_and_command_is_written_once_it_finishes(tmp_path):
+    env = dict(os.environ, OUT=str(tmp_path / 'out'), ROWS='baseline',
+               PYTHON=fake_python(tmp_path, 'echo "error: this try failed"; exit 1'))
+    for _ in range(2):
+        subprocess.run(['bash', 'run_all.sh', 'smoke'], cwd=REPO, env=env, capture_output=True, timeout=60)
+    log = (tmp_path / 'out' / 'baseline' / 's0.log').read_text().splitlines()
+    assert [line.startswith('== ') for line in log] == [True, False, True, False] and 'baseline.py' in log[0]
+    assert not (tmp_path / 'out' / 'baseline' / 's0.command').exists()  # no run finished
+
+
+def started(log):
+    """When run_all.sh started the run of this DIR.log: its first line, '== 2026-12-04 21:50:01 baseline.py ...'."""
+    return int(time.mktime(time.strptime(' '.join(log.read_text().split()[1:3]), '%Y-%m-%d %H:%M:%S')))
+
+
 def log_row(path):
     return json.loads((path / 'log.jsonl').read_text().splitlines()[-1])
 
@@ -66,9 +122,9 @@ def test_smoke_preset_runs_every_row_two_at_a_time_and_writes_the_table(smoke_da
     assert (out / 'teacher' / 's0' / 'model.pt').exists()
     # two at a time: the teacher ran beside the first row, and only distill waited for it
     assert '== teacher -> ' in output and '(job 2 of 2)' in output
-    began = {p.parent.name: p.stat().st_mtime for p in out.glob('*/s0.command')}
-    ended = {p.parent.parent.name: p.stat().st_mtime for p in out.glob('*/s0/result.json')}
-    assert began['baseline'] < ended['teacher'] and began['teacher'] < ended['baseline']  # at once
+    began = {p.parent.name: started(p) for p in out.glob('*/s0.log')}  # to the second
+    ended = {p.parent.parent.name: int(p.stat().st_mtime) for p in out.glob('*/s0/result.json')}
+    assert began['baseline'] <= ended['teacher'] and began['teacher'] <= ended['baseline']  # at once
     assert began['distill'] >= ended['teacher']
     # one at a time gives the same figures (the same threads: each of two runs had one core)
     alone = root / 'alone'
