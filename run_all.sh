@@ -68,6 +68,7 @@ OUT=${OUT:-runs/$PRESET}
 DATA=${DATA:-data}
 EXTRA=${EXTRA:-}
 BUDGET=${BUDGET:-0}
+JOBS=${JOBS:-}
 PUBLISHED=${PUBLISHED:-docs/$PRESET}
 
 CIFAR_ROWS="baseline warmup zerogamma nobiasdecay resnet_d cosine labelsmooth mixup distill cosine+ls cosine+mixup
@@ -112,6 +113,15 @@ case $PRESET in
 esac
 WEIGHTS_FLAG=${WEIGHTS:+--weights $WEIGHTS}
 
+# The settings, each checked before any run starts: one line naming the setting and what it takes.
+setting() {  # setting NAME PATTERN WHAT
+  [[ ${!1} =~ ^($2)$ ]] || { echo "run_all.sh: $1=${!1}: give $3" >&2; exit 2; }
+}
+setting SEEDS '[1-9][0-9]*' 'the number of seeds, a whole number >= 1'
+setting BUDGET '[0-9]+' 'seconds, a whole number (0: no limit)'
+setting JOBS '|[1-9][0-9]*' 'runs at a time, a whole number >= 1'
+[[ ! -e $OUT || -d $OUT ]] || { echo "run_all.sh: OUT=$OUT is a file: give a folder for the table" >&2; exit 2; }
+
 # row name -> script and its flags
 row_command() {
   case $1 in
@@ -150,13 +160,14 @@ row_command() {
 NGPU=$($PYTHON -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0)
 if [[ $EXTRA == *"--device cpu"* ]]; then NGPU=0; fi
 if (( NGPU > 0 )); then JOBS=${JOBS:-4}; SLOTS=$((NGPU * JOBS)); else JOBS=${JOBS:-1}; SLOTS=$JOBS; fi
-[[ $JOBS =~ ^[1-9][0-9]*$ ]] || { echo "run_all.sh: JOBS=$JOBS: give a whole number >= 1" >&2; exit 2; }
 THREADS=$(( $(nproc 2>/dev/null || echo 1) / SLOTS )); (( THREADS > 0 )) || THREADS=1
 THREADS_FLAG=(); (( SLOTS > 1 )) && THREADS_FLAG=(--threads "$THREADS")  # one run alone takes every core
 START=$SECONDS
 FAILED=()
 PID=()   # slot -> the pid (and process group) of the run in it
 NAME=()  # slot -> the name of that run
+LOG=()   # slot -> its DIR.log
+CAUSE=() # the last line of each failed run's log
 
 stop() {
   trap '' INT TERM HUP
@@ -216,7 +227,7 @@ run() {  # run NAME DIR SCRIPT FLAGS...
 }
 
 reap() {  # reap SLOT: collect the finished run in SLOT
-  wait "${PID[$1]}" || FAILED+=("${NAME[$1]}")
+  wait "${PID[$1]}" || { FAILED+=("${NAME[$1]}"); CAUSE+=("${NAME[$1]}: $(tail -n 1 "${LOG[$1]}" 2>/dev/null)"); }
   PID[$1]=''
 }
 
@@ -237,7 +248,7 @@ launch() {  # launch NAME DIR SCRIPT FLAGS...
     echo "== $1 -> $2$( (( SLOTS > 1 )) && echo " (job $((slot + 1)) of $JOBS)")"
     run "$@" &
   fi
-  PID[slot]=$! NAME[slot]=$1
+  PID[slot]=$! NAME[slot]=$1 LOG[slot]=$2.log
 }
 
 wait_for() {  # wait_for NAME: until the run called NAME has ended (if it is running)
@@ -344,6 +355,8 @@ else
 fi
 if (( ${#FAILED[@]} )); then
   echo "run_all.sh $PRESET: failed: ${FAILED[*]}" >&2
+  # the first failed run's cause as the last line (a missing DATA fails every run alike)
+  (( ${#CAUSE[@]} )) && echo "run_all.sh $PRESET: ${CAUSE[0]}" >&2
   exit 1
 fi
 if [[ -f $OUT/paused ]]; then

@@ -6,6 +6,7 @@ Every write is whole or not at all (a temporary file of this process, then a ren
 last.pt and the interrupt message always agree on how many epochs are done.
 """
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -118,7 +119,7 @@ def check_run_dir(out, args, trick_flags, rank, fingerprint, log):
     if finished:
         if not args.resume:
             fail(f"{out} already holds a finished run: --resume skips it, --force overwrites it, or pick another --out")
-        made = json.loads((out / 'result.json').read_text())
+        made = read_result(out)
         check_data(out, made.get('data'), fingerprint, log)
         what = other_command(made['args'], made['tricks'], args, trick_flags)
         if what:
@@ -136,7 +137,17 @@ def clear_run(out):
 
 
 def read_result(out):
-    return json.loads((out / 'result.json').read_text())
+    """result.json, or one line naming it where it is not one this project wrote (damaged, or edited by hand)."""
+    path = out / 'result.json'
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        fail(f"cannot read {path} ({e}): --force starts the run over, or pick another --out")
+    if not (isinstance(result, dict) and isinstance(result.get('args'), dict) and 'tricks' in result
+            and 'final_test_acc' in result):
+        fail(f"{path} is not a result.json of this project (no args, tricks or final_test_acc): --force starts the "
+             "run over, or pick another --out")
+    return result
 
 
 def temporary(path):
@@ -145,15 +156,29 @@ def temporary(path):
 
 
 def save_atomic(obj, path):
-    tmp = temporary(path)
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # a kill mid-write leaves the previous file whole
+    with written(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def write_text_atomic(path, text):
+    with written(path) as tmp:
+        tmp.write_text(text)
+
+
+@contextlib.contextmanager
+def written(path):
+    """A temporary file that becomes `path` when the block ends: a kill mid-write leaves the previous file
+    whole. A write that fails (a full disk) leaves no temporary behind and stops in one line."""
     tmp = temporary(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
+        tmp.unlink(missing_ok=True)
+        cause = 'no space left on its disk' if getattr(e, 'errno', None) == errno.ENOSPC or \
+            'file write failed' in str(e) else getattr(e, 'strerror', None) or str(e).splitlines()[0]
+        fail(f"cannot write {path} ({cause}): free space or fix that, then the same command with --resume carries "
+             "on from the last epoch saved")
 
 
 def rng_state(run):
@@ -188,11 +213,13 @@ def resume(run, path):
     try:
         state = torch.load(path, map_location=run.device, weights_only=True)
     except Exception as e:
-        fail(f"cannot read {path} ({e}): --force starts the run over")
-    what = other_command(state.get('args', {}), state.get('tricks'), run.args, run.trick_flags)
-    if what or 'args' not in state:
-        fail(f"{path} was made by another command ({what or 'a last.pt of another program'}): --force starts over, "
-             "or pick another --out")
+        fail(f"cannot read {path} ({str(e).splitlines()[0]}): --force starts the run over")
+    if not (isinstance(state, dict) and isinstance(state.get('args'), dict) and isinstance(state.get('tricks'), dict)
+            and {'model', 'optimizer', 'epoch', 'rng'} <= state.keys()):
+        fail(f"{path} is not a checkpoint of this project: --force starts the run over, or pick another --out")
+    what = other_command(state['args'], state['tricks'], run.args, run.trick_flags)
+    if what:
+        fail(f"{path} was made by another command ({what}): --force starts over, or pick another --out")
     check_data(run.out, state.get('data'), run.fingerprint, run.log)
     options = [{k: v for k, v in group.items() if k != 'params'} for group in run.optimizer.param_groups]
     try:
@@ -214,7 +241,15 @@ def read_log(path, upto):
     """The log lines of epochs already checkpointed (a killed run may have logged one more)."""
     if not path.exists():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(path.read_text(errors='replace').splitlines(), 1):
+        try:
+            row = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            row = 'bad'
+        if row is not None and not (isinstance(row, dict) and isinstance(row.get('epoch'), int)):
+            fail(f"{path}, line {number}, is not an epoch's line of this project: --force starts the run over")
+        rows += [row] if row else []
     return [r for r in rows if r['epoch'] <= upto]
 
 

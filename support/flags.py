@@ -67,6 +67,14 @@ positive_fraction = between(0, 1, low_open=True, high_open=True)
 unit_interval = between(0, 1)                                  # [0, 1]: a probability, a weight
 
 
+def seed(text):
+    """A seed: the loop draws epoch orders from seed x 100003 + epoch, which must fit in int64."""
+    value = int(text)
+    if not 0 <= value < 2 ** 31:
+        raise argparse.ArgumentTypeError(f"must be in 0 .. 2**31 - 1, got {text}")
+    return value
+
+
 def positive_float(text):
     value = float(text)
     if not value > 0 or not math.isfinite(value):
@@ -119,7 +127,7 @@ def add_loop_flags(flags, recipe):
     a('--milestones', type=positive_fraction, nargs='*', default=recipe['milestones'], metavar='F',
       help='step decay: multiply the lr by 0.1 at these fractions of the steps (after any warmup; '
            f"default: {' '.join(map(str, recipe['milestones']))})")
-    a('--seed', type=int, default=0, help='random seed (default: %(default)s)')
+    a('--seed', type=seed, default=0, help='random seed, 0 .. 2**31 - 1 (default: %(default)s)')
     a('--device', default='auto', help='auto (cuda, then mps, else cpu), cpu, cuda, cuda:1, mps')
     a('--threads', type=at_least(1), help='CPU threads for PyTorch (default: all cores)')
     a('--amp', nargs='?', const='auto', choices=('auto', 'fp16', 'bf16'),

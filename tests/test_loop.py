@@ -8,6 +8,7 @@ import sys
 import time
 import types
 from itertools import permutations
+from pathlib import Path
 
 import pytest
 import torch
@@ -322,6 +323,62 @@ def test_force_keeps_the_old_run_when_the_new_command_fails_its_checks(run_args,
     assert not (tmp_path / 'new').exists()
 
 
+def damage(path, how):
+    if how == 'garbage':
+        path.write_text('{"args": {"lr": 0.1}, "fin')
+    elif how == 'no args':
+        path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != 'args'}))
+    elif how == 'a list':
+        path.write_text('[1, 2, 3]')
+
+
+@pytest.mark.parametrize('how', ['garbage', 'no args', 'a list'])
+def test_resume_on_a_damaged_result_json_names_it_and_force(run_args, tmp_path, how):
+    common.main(baseline, run_args())
+    damage(tmp_path / 'run' / 'result.json', how)
+    with pytest.raises(SystemExit, match=rf"{tmp_path / 'run' / 'result.json'}.*--force starts the run over"):
+        common.main(baseline, run_args('--resume'))
+
+
+def test_resume_on_a_damaged_log_or_a_last_pt_of_elsewhere_names_it_and_force(run_args, tmp_path):
+    common.main(baseline, run_args('--epochs', '2'))
+    out = tmp_path / 'run'
+    (out / 'result.json').unlink()
+    log = (out / 'log.jsonl').read_text()
+    (out / 'log.jsonl').write_text('not json\n' + log)
+    with pytest.raises(SystemExit, match=rf"{out / 'log.jsonl'}, line 1, is not an epoch's line .* --force starts"):
+        common.main(baseline, run_args('--epochs', '2', '--resume'))
+    (out / 'log.jsonl').write_text(log)
+    for other in ([1, 2, 3], {'args': {'lr': 0.1}, 'model': {}}):  # not a checkpoint; another program's
+        torch.save(other, out / 'last.pt')
+        with pytest.raises(SystemExit, match=rf"{out / 'last.pt'} is not a checkpoint of this project: --force"):
+            common.main(baseline, run_args('--epochs', '2', '--resume'))
+
+
+@pytest.mark.parametrize('errno_, cause', [(28, 'no space left on its disk'), (30, 'Read-only file system')])
+def test_a_save_that_cannot_be_written_leaves_no_temporary_and_says_to_resume(run_args, tmp_path, monkeypatch,
+                                                                             errno_, cause):
+    real = archive.torch.save
+
+    def full(obj, path):
+        real(obj, path)  # a part was written, then the disk was full
+        if Path(path).name.startswith('last.pt'):
+            raise OSError(errno_, os.strerror(errno_))
+    monkeypatch.setattr(archive.torch, 'save', full)
+    with pytest.raises(SystemExit, match=rf"cannot write {tmp_path / 'run' / 'last.pt'} \({cause}\): free space or "
+                                         r"fix that, then the same command with --resume carries on"):
+        common.main(baseline, run_args())
+    assert not list((tmp_path / 'run').glob('*.tmp*'))
+
+
+def test_out_on_a_read_only_file_system_is_one_line(run_args, tmp_path, monkeypatch):
+    def read_only(*a, **k):
+        raise OSError(30, 'Read-only file system')
+    monkeypatch.setattr(archive.Path, 'mkdir', read_only)
+    with pytest.raises(SystemExit, match=r"cannot write the run folder .* \(Read-only file system\): give another"):
+        common.main(baseline, run_args())
+
+
 # ---------------------------------------------------------------- the trick contract
 
 def trick(name, tmp_path, source):
@@ -473,6 +530,12 @@ def test_nonsense_flags_stop_with_a_clear_line(run_args, flags, message, capsys)
         common.main(baseline, run_args(*flags))
     assert e.value.code == 2
     assert __import__('re').search(message, capsys.readouterr().err)
+
+
+def test_a_seed_out_of_range_is_an_argparse_range_error(run_args, capsys):
+    with pytest.raises(SystemExit):
+        common.main(baseline, run_args('--seed', '99999999999999999999'))
+    assert 'argument --seed: must be in 0 .. 2**31 - 1, got 99999999999999999999' in capsys.readouterr().err
 
 
 def test_out_naming_a_file_is_one_line(run_args, tmp_path):

@@ -70,6 +70,29 @@ def fake_python(tmp_path, body):
     return str(fake)
 
 
+@pytest.mark.parametrize('setting, message', [
+    ('SEEDS=abc', 'SEEDS=abc: give the number of seeds'), ('SEEDS=1.5', 'SEEDS=1.5: give'), ('SEEDS=0', 'SEEDS=0: give'),
+    ('SEEDS=-2', 'SEEDS=-2: give'), ('BUDGET=abc', 'BUDGET=abc: give seconds'), ('BUDGET=-100', 'BUDGET=-100: give'),
+    ('JOBS=0', 'JOBS=0: give runs at a time'), ('JOBS=two', 'JOBS=two: give'), ('OUT=README.md', 'is a file')])
+def test_a_setting_run_all_cannot_use_stops_in_one_line_before_any_run(tmp_path, setting, message):
+    name, value = setting.split('=')
+    env = dict(os.environ, **{'OUT': str(tmp_path / 'out'), 'PYTHON': 'false', 'ROWS': 'baseline', name: value})
+    proc = subprocess.run(['bash', 'run_all.sh', 'smoke'], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=60)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
+    assert not list(tmp_path.glob('out/*/s0.log'))
+
+
+def test_a_table_whose_runs_fail_ends_with_the_first_runs_cause(tmp_path):
+    env = dict(os.environ, OUT=str(tmp_path / 'out'), ROWS='baseline cosine',
+               PYTHON=fake_python(tmp_path, 'echo "error: no data in missing/: give --data"; exit 1'))
+    proc = subprocess.run(['bash', 'run_all.sh', 'smoke'], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == 'run_all.sh smoke: baseline s0: error: no data in missing/: give --data'
+
+
 def test_sighup_stops_the_runs_as_ctrl_c_does(tmp_path):
     pids = tmp_path / 'pids'
     env = dict(os.environ, OUT=str(tmp_path / 'out'), ROWS='baseline',
