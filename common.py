@@ -11,7 +11,7 @@ and precision (device.py), what a run saves and prints (archive.py, report.py).
 import contextlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -66,7 +66,8 @@ RECIPE = {
 #                                           any trick's start, which may copy the net)
 #     start(run)                            once data, net and optimizer are ready, before a
 #                                           checkpoint is loaded into them; a trick that keeps
-#                                           state puts it in run.extra[key] (last.pt saves it)
+#                                           state puts it in run.extra[key] (last.pt saves it),
+#                                           what must not be saved in run.aside[key] (a teacher)
 #     after_step(run)                       after each optimizer step (eager, also on a graphed GPU)
 #
 # and these, which replace the loop's own (two tricks that define the same one cannot combine):
@@ -138,6 +139,7 @@ class Run:
     schedule: object
     evaluate: object
     fingerprint: dict = None  # what identifies the data (datasets.fingerprint): in last.pt, model.pt, result.json
+    aside: dict = field(default_factory=dict)  # what tricks keep for the run but never save (distill's teacher)
     step: int = 0
     graph: object = None    # the step as a CUDA graph (support/cuda_graph.py), or None: eager
     step_kind: str = 'eager'  # how the step runs, for the opening line
@@ -239,6 +241,21 @@ def train_epoch(run, epoch, max_steps=None):
     return loss_stats(losses or [torch.zeros((), device=run.device)], first_step), len(losses)  # no step: 0, inf
 
 
+def train(run, epoch):
+    """One epoch of training: its log row so far (epoch, lr, train_loss) and the images per second; stops
+    where the loss stopped being a number."""
+    t0 = time.perf_counter()
+    stats, steps = train_epoch(run, epoch)
+    if run.world > 1:
+        agree_across_processes(run, stats)
+    train_loss, bad = stats.tolist()  # the one read of the training metrics per epoch
+    seconds = time.perf_counter() - t0
+    if bad < float('inf'):
+        fail(report.diverged(run, epoch, f"the loss became nan or inf at step {int(bad)}"))
+    row = {'epoch': epoch + 1, 'lr': learning_rate(run, run.step - 1), 'train_loss': train_loss}
+    return row, min(steps * run.args.batch_size, len(run.data.train_index)) / seconds
+
+
 EVAL_PIXELS = 1000 * 32 * 32  # an evaluation batch: 1,000 CIFAR images, or as many pixels at other sizes
 
 
@@ -266,6 +283,19 @@ def evaluate(run, split, index, name, net=None):
         dist.all_reduce(sums)
     loss, top1, top5, n = sums.tolist()
     return {f'{name}_loss': loss / n, f'{name}_acc': 100 * top1 / n, f'{name}_top5': 100 * top5 / n}
+
+
+def evaluate_epoch(run, epoch):
+    """The epoch's val (with --val-split) and test figures; stops where the test loss is not a number."""
+    row = {}
+    if len(run.data.val_index):
+        row.update(run.evaluate(run, run.data.train, run.data.val_index, 'val'))
+    row.update(run.evaluate(run, run.data.test, run.data.test_index, 'test'))
+    if not math.isfinite(row['test_loss']):
+        fail(report.diverged(run, epoch, "the test loss became nan or inf"))
+    if len(run.data.classes) <= 5:  # top-5 of 5 classes or fewer is always 100%
+        row = {k: v for k, v in row.items() if not k.endswith('_top5')}
+    return row
 
 
 # ---------------------------------------------------------------- set-up
@@ -320,7 +350,8 @@ def prepare(script, argv=None):
 # ---------------------------------------------------------------- main
 
 def main(script, argv=None):
-    """Train with the script's tricks (and --with's); returns the result dict."""
+    """Train with the script's tricks (and --with's): build the run, then each epoch train, evaluate,
+    report and save; returns the result dict."""
     started = time.time()
     args, tricks, trick_flags, changed = parse(script, argv, RECIPE)
     rank, world, device = start_processes(args)
@@ -331,71 +362,21 @@ def main(script, argv=None):
     with archive.stop_signals(), archive.claimed(out, rank, log):  # one run in a folder at a time
         state = archive.check_run_dir(out, args, trick_flags, rank, fingerprint, log)
         if state == 'done':
-            result = archive.read_result(out)
-            log(f"{out} is finished already (--resume)")
-            log(f"final test accuracy: {result['final_test_acc']:.2f}%")
-            return result
-        try:
+            return archive.finished_already(out, log)
+        progress = archive.Progress(out, args.epochs)  # how far the run is, in last.pt and log.jsonl
+        with progress.said_when_interrupted():  # Ctrl-C, SIGTERM, a bad image: one line, what last.pt holds
             run = build(args, tricks, trick_flags, rank, world, device, source, log, fingerprint)
-        except KeyboardInterrupt:
-            fail("interrupted before the first epoch (while loading the data or building the net): nothing saved")
-        if args.force and rank == 0:  # every check has passed: only now the old run goes
-            archive.clear_run(out)
-        if world > 1:
-            dist.barrier()
-        return train(run, state, started)
-
-
-def train(run, state, started):
-    """The epochs from where the run folder left off to the last; the result dict."""
-    args, out, log = run.args, run.out, run.log
-    start_epoch, best_val, wall_before = 0, None, 0.0
-    if state == 'resume':
-        start_epoch, best_val, wall_before = archive.resume(run, out / 'last.pt')
-        log(f"resumed {out} after epoch {start_epoch}")
-    rows = archive.read_log(out / 'log.jsonl', start_epoch)
-    board = report.TensorBoard(run)
-    if args.summary and run.rank == 0:
-        report.print_summary(run)
-    log(report.opening_line(run))
-
-    saved = start_epoch  # the epochs last.pt holds
-    try:
-        for epoch in range(start_epoch, args.epochs):
-            t0 = time.perf_counter()
-            stats, steps = train_epoch(run, epoch)
-            if run.world > 1:
-                agree_across_processes(run, stats)
-            train_loss, bad = stats.tolist()  # the one read of the training metrics per epoch
-            train_seconds = time.perf_counter() - t0
-            if bad < float('inf'):
-                fail(report.diverged(run, epoch, f"the loss became nan or inf at step {int(bad)}"))
-            row = {'epoch': epoch + 1, 'lr': learning_rate(run, run.step - 1), 'train_loss': train_loss}
-            if len(run.data.val_index):
-                row.update(run.evaluate(run, run.data.train, run.data.val_index, 'val'))
-                best_val = max(best_val or 0.0, row['val_acc'])
-            row.update(run.evaluate(run, run.data.test, run.data.test_index, 'test'))
-            if not math.isfinite(row['test_loss']):
-                fail(report.diverged(run, epoch, "the test loss became nan or inf"))
-            if len(run.data.classes) <= 5:  # top-5 of 5 classes or fewer is always 100%
-                row = {k: v for k, v in row.items() if not k.endswith('_top5')}
-            row['images_per_sec'] = min(steps * args.batch_size, len(run.data.train_index)) / train_seconds
-            row['epoch_seconds'] = time.perf_counter() - t0
-            rows.append(row)
-            ckpt = archive.checkpoint(run, epoch + 1, best_val, wall_before + time.time() - started)
-            with archive.ctrl_c_held():  # log.jsonl, last.pt and the message below always agree
-                archive.save_epoch(run, rows, ckpt)
-                saved = epoch + 1
-            board.add(row)
-            log(report.epoch_line(run, row, rows))
-        board.close()
-        result = archive.save_result(run, rows, best_val, wall_before + time.time() - started)  # it holds Ctrl-C
-    except datasets.DataError as e:  # an unreadable image met while streaming
-        fail(str(e))
-    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, or run_all.sh's time budget
-        if not saved:
-            fail(f"interrupted in epoch 1: nothing saved yet; the same command starts {out} again")
-        fail(f"interrupted: {out}/last.pt holds {saved} of {args.epochs} epochs; the same command with --resume "
-             "carries on from there")
+            archive.begin(run, state, progress)  # --force clears the old run only now; --resume loads last.pt
+            board = report.opening(run)
+            for epoch in range(progress.saved, args.epochs):
+                t0 = time.perf_counter()
+                row, images_per_sec = train(run, epoch)
+                row.update(evaluate_epoch(run, epoch))
+                row.update(images_per_sec=images_per_sec, epoch_seconds=time.perf_counter() - t0)
+                archive.save_epoch(run, progress, row, started)
+                board.add(row)
+                log(report.epoch_line(run, row, progress.rows))
+            board.close()
+            result = archive.save_result(run, progress, started)
     log(f"final test accuracy: {result['final_test_acc']:.2f}%")
     return result

@@ -59,6 +59,16 @@ def predict(net, saved, image_dir, batch_size, device):
     return rows
 
 
+def check_csv(path):
+    """Stop before predicting where --csv cannot be written: a folder, or in a folder that is not there."""
+    path = Path(path)
+    if path.is_dir():
+        common.fail(f"--csv {path} is a folder: give a file, e.g. --csv {path / 'predictions.csv'}")
+    if not path.parent.is_dir():
+        common.fail(f"--csv {path}: there is no folder {path.parent}: make it first, or give a file in a folder "
+                    "that exists")
+
+
 def main(argv=None):
     parser = Parser(prog='evaluate.py', description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -76,15 +86,20 @@ def main(argv=None):
     net, saved = load_model(args.model, device, args.ema)
 
     if args.predict:
+        check_csv(args.csv)  # before the predictions, not after them
         rows = predict(net, saved, args.predict, args.batch_size, device)
-        with open(args.csv, 'w', newline='') as f:
-            csv.writer(f).writerows([('file', 'class', 'probability')] + rows)
+        try:
+            with open(args.csv, 'w', newline='') as f:
+                csv.writer(f).writerows([('file', 'class', 'probability')] + rows)
+        except OSError as e:  # a full disk
+            common.fail(f"--csv {args.csv}: cannot write the {len(rows)} predictions ({e.strerror}): free space, "
+                        "or give another file")
         print(f"wrote {len(rows)} predictions to {args.csv}")
         return rows
 
-    try:
-        source = datasets.find_source(args.data, args.dataset or saved['dataset'], saved['image_size'])
-        dataset = datasets.load(source, saved['test_image_size'], device, print, cache_dir=args.cache_dir)
+    try:  # the test split alone: a tree that holds only test/ will do, and train/ is never decoded
+        dataset = datasets.load_test(args.data, args.dataset or saved['dataset'], saved['image_size'],
+                                     saved['test_image_size'], device, print, cache_dir=args.cache_dir)
     except datasets.DataError as e:
         common.fail(str(e))
     if list(dataset.classes) != list(saved['classes']):

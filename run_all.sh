@@ -226,8 +226,12 @@ run() {  # run NAME DIR SCRIPT FLAGS...
   return 1
 }
 
+last_words() {  # last_words DIR.log: what its run printed last (not the line run() starts it with)
+  local line; line=$(grep -v '^== ' "$1" 2>/dev/null | tail -n 1); echo "${line:-(it printed nothing; see $1)}"
+}
+
 reap() {  # reap SLOT: collect the finished run in SLOT
-  wait "${PID[$1]}" || { FAILED+=("${NAME[$1]}"); CAUSE+=("${NAME[$1]}: $(tail -n 1 "${LOG[$1]}" 2>/dev/null)"); }
+  wait "${PID[$1]}" || { FAILED+=("${NAME[$1]}"); CAUSE+=("${NAME[$1]}: $(last_words "${LOG[$1]}")"); }
   PID[$1]=''
 }
 

@@ -9,6 +9,11 @@ depth 0.2): EfficientNet-B0 (5,288,548 parameters with 1000 classes) and RegNetY
 (4,344,144). The tricks' constructor switches (zero_init_residual, variant, norm) are made for
 this repo's ResNets: on these two they stop with an error, never do nothing.
 """
+import pickle
+import re
+import warnings
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 
@@ -78,19 +83,47 @@ def rebuild(model, **changes):
     return build(model.arch, options.pop('num_classes'), **options)
 
 
+def read_file(path):
+    """What torch.save wrote to `path`, tensors and plain Python values only (weights_only); a file it
+    cannot read raises ValueError with the reason in words, not torch's advice to load it unsafely."""
+    if Path(path).is_dir():
+        raise ValueError("it is a folder")
+    if not Path(path).exists():
+        raise ValueError("there is no such file")
+    try:
+        with warnings.catch_warnings():  # "Detected pickle protocol 4": noise above the line that says why
+            warnings.simplefilter('ignore')
+            return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r'GLOBAL (\S+)', str(e))
+        if found:  # a whole net pickled (torch.save(net, PATH)), or numpy arrays: objects, not only tensors
+            raise ValueError(f"torch cannot read it: it pickles Python objects, not only tensors "
+                             f"({found.group(1)})") from None
+        raise ValueError("torch cannot read it: it is not a file torch.save wrote") from None
+    except PermissionError as e:
+        raise ValueError(f"it cannot be read ({e.strerror})") from None
+    except Exception as e:  # a file cut short, text, an empty file: EOFError, OSError, RuntimeError, KeyError
+        raise ValueError(f"torch cannot read it: it is not a file torch.save wrote, or one cut short "
+                         f"({type(e).__name__})") from None
+
+
 def load_weights(model, weights):
     """Load `weights` (a file, or a torchvision weight name such as IMAGENET1K_V1) by name.
 
     A classifier of another size (ImageNet's 1000 classes) is left as initialised; every other
     tensor must match. Returns a line saying what was loaded.
     """
-    if weights.endswith(('.pt', '.pth')) or '/' in weights:
-        state = torch.load(weights, map_location='cpu', weights_only=True)
+    if Path(weights).exists() or weights.endswith(('.pt', '.pth')) or '/' in weights:  # a file, whatever its name
+        try:
+            state = read_file(weights)
+        except ValueError as e:
+            raise ValueError(f"--weights {weights}: {e}: give a state-dict file "
+                             "(torch.save(net.state_dict(), PATH)) or a run's model.pt") from None
         source = weights
     else:  # a torchvision weight name: downloads to torch's cache the first time
         if model.arch not in TORCHVISION_NAMES:
-            raise ValueError(f"torchvision has no weights for {model.arch} (only for {', '.join(TORCHVISION_NAMES)}): "
-                             "give a state-dict file")
+            raise ValueError(f"--weights {weights}: no such file, and torchvision has no weights for {model.arch} "
+                             f"(only for {', '.join(TORCHVISION_NAMES)}): give a state-dict file or a run's model.pt")
         import torchvision
         enum = torchvision.models.get_model_weights(TORCHVISION_NAMES[model.arch])
         if weights not in enum.__members__:
@@ -98,10 +131,16 @@ def load_weights(model, weights):
                              f"(choose from {', '.join(enum.__members__)})")
         state = enum[weights].get_state_dict(progress=False)
         source = f"torchvision {model.arch} {weights}"
-    if isinstance(state, dict) and 'state_dict' in state and 'arch' in state:
-        state = state['state_dict']  # a model.pt of this repo
+    if isinstance(state, dict) and 'arch' in state and ('state_dict' in state or 'model' in state):
+        # a model.pt of this repo (or a last.pt, which holds the same): its weights, for the arch it was made for
+        if state['arch'] != model.arch:
+            raise ValueError(f"--weights {weights} is a model.pt of a {state['arch']}, and this run builds a "
+                             f"{model.arch}: pass --arch {state['arch']} to start from it (evaluate.py tests it; "
+                             "distill.py --teacher learns from it)")
+        state = state['state_dict'] if 'state_dict' in state else state['model']
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{weights} is not a state dict of tensors")
+        raise ValueError(f"{weights} is not a state dict of tensors: give a state-dict file (torch.save("
+                         "net.state_dict(), PATH)) or a run's model.pt")
     own, prefix = model.state_dict(), HEADS.get(model.arch, 'fc.')
     head = {k for k in state if k.startswith(prefix) and k in own and state[k].shape != own[k].shape}
     missing = sorted(k for k in own if k not in state and k not in head)

@@ -13,13 +13,14 @@ import os
 import signal
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 import models
-from support import cuda_graph
+from support import cuda_graph, datasets
 from support.device import device_name
 from support.flags import describe, fail
 
@@ -253,21 +254,81 @@ def read_log(path, upto):
     return [r for r in rows if r['epoch'] <= upto]
 
 
-def save_epoch(run, rows, ckpt):
-    """log.jsonl and last.pt, written so that a Ctrl-C leaves both at the same epoch."""
+@dataclass
+class Progress:
+    """How far a run is: the epochs that last.pt holds, the best val accuracy so far, the wall time of
+    the sessions before this one, and log.jsonl's rows."""
+    out: Path
+    epochs: int  # planned
+    saved: int = 0
+    best_val: float = None
+    wall_before: float = 0.0
+    rows: list = field(default_factory=list)
+    begun: bool = False  # the data loaded and the net built
+
+    @contextlib.contextmanager
+    def said_when_interrupted(self):
+        """Ctrl-C, SIGTERM (run_all.sh's time budget) or an unreadable image met while streaming end the run
+        in one line; an interrupt's line says what last.pt holds and how to carry on."""
+        try:
+            yield
+        except datasets.DataError as e:
+            fail(str(e))
+        except KeyboardInterrupt:
+            if not self.begun:
+                fail("interrupted before the first epoch (while loading the data or building the net): nothing saved")
+            if not self.saved:
+                fail(f"interrupted in epoch 1: nothing saved yet; the same command starts {self.out} again")
+            fail(f"interrupted: {self.out}/last.pt holds {self.saved} of {self.epochs} epochs; the same command with "
+                 "--resume carries on from there")
+
+    def wall_seconds(self, started):
+        return self.wall_before + time.time() - started
+
+
+def finished_already(out, log):
+    """--resume on a finished run of the same command: its result."""
+    result = read_result(out)
+    log(f"{out} is finished already (--resume)")
+    log(f"final test accuracy: {result['final_test_acc']:.2f}%")
+    return result
+
+
+def begin(run, state, progress):
+    """The run folder made ready for the first epoch: --force's old run cleared (only now that every check
+    has passed), or last.pt loaded to --resume, and the log rows of the epochs it holds."""
+    if run.args.force and run.rank == 0:
+        clear_run(run.out)
+    if run.world > 1:
+        dist.barrier()
+    if state == 'resume':
+        progress.saved, progress.best_val, progress.wall_before = resume(run, run.out / 'last.pt')
+        run.log(f"resumed {run.out} after epoch {progress.saved}")
+    progress.rows = read_log(run.out / 'log.jsonl', progress.saved)
+    progress.begun = True
+
+
+def save_epoch(run, progress, row, started):
+    """The epoch's row into log.jsonl and the run into last.pt, held so that a Ctrl-C leaves both, and the
+    message it ends with, at the same epoch."""
+    if 'val_acc' in row:
+        progress.best_val = max(progress.best_val or 0.0, row['val_acc'])
+    progress.rows.append(row)
+    ckpt = checkpoint(run, row['epoch'], progress.best_val, progress.wall_seconds(started))
     with ctrl_c_held():
         if run.rank == 0:
-            write_text_atomic(run.out / 'log.jsonl', ''.join(json.dumps(r) + '\n' for r in rows))
+            write_text_atomic(run.out / 'log.jsonl', ''.join(json.dumps(r) + '\n' for r in progress.rows))
             save_atomic(ckpt, run.out / 'last.pt')
+        progress.saved = row['epoch']
 
 
-def save_result(run, rows, best_val, wall_seconds):
+def save_result(run, progress, started):
     """model.pt and result.json, both or neither; returns the result."""
-    args = run.args
+    args, rows = run.args, progress.rows
     result = {'script': args.script, 'tricks': describe(run.trick_flags), 'args': describe(vars(args)),
               'final_test_acc': rows[-1]['test_acc'], 'final_test_top5': rows[-1].get('test_top5'),
-              'best_val_acc': best_val, 'epochs': args.epochs, 'num_classes': len(run.data.classes),
-              'wall_seconds': wall_seconds, 'device': device_name(run.device, run.world),
+              'best_val_acc': progress.best_val, 'epochs': args.epochs, 'num_classes': len(run.data.classes),
+              'wall_seconds': progress.wall_seconds(started), 'device': device_name(run.device, run.world),
               'precision': str(run.amp_dtype or torch.float32).split('.')[-1], 'torch': torch.__version__,
               'data': run.fingerprint, 'finished': time.strftime('%Y-%m-%d %H:%M:%S')}
     with ctrl_c_held():

@@ -18,9 +18,14 @@ stay eager. A replay reads and writes the same memory every time, so this unit k
   back the saved float lrs and options).
 
 Where the step cannot be captured (CPU, MPS, DDP, fp16's grad scaler, --compile, another
-optimizer) it runs eager (common.train_step) and the opening line says why. With capture=False
-the same bookkeeping runs without the capture: the eager step of --no-cuda-graph on a GPU (the
-same fused optimizer, so that the graph changes no result), and how the tests check it on a CPU.
+optimizer) it runs eager (common.train_step) and the opening line says why: plan() decides
+that before training, from the run's set-up. A capture that fails when it is made, after the
+warm-up steps (a trick's loss that reads a tensor's value on the host), does not fall back to
+eager: the run stops, naming the first cause, and says that --no-cuda-graph runs it eager.
+
+With capture=False the same bookkeeping runs without the capture: the eager step of
+--no-cuda-graph on a GPU (the same fused optimizer, so that the graph changes no result), and
+how the tests check it on a CPU.
 """
 import torch
 
@@ -88,7 +93,9 @@ class GraphedStep:
         for group in optimizer.param_groups:
             group.update(lr=self.lr, fused=True, foreach=None)
             if 'capturable' in group:
-                group['capturable'] = False  # set at capture: fused ignores it, and eager it warns
+                # record() sets it (Adam(W) refuses a capture without it); fused ignores it, and torch never warns
+                # of it in an eager step (Optimizer.__init__ marks that warning as given, pytorch issue 72948)
+                group['capturable'] = False
         place_step_counts(optimizer)
         for param, state in optimizer.state.items():
             for key, value in state.items():
@@ -116,9 +123,18 @@ class GraphedStep:
         try:  # thread_local: a DataLoader's thread (--stream) pinning memory meanwhile must not end the capture
             with torch.cuda.graph(self.graph, capture_error_mode='thread_local'):
                 self.loss = self.update(self.run, self.images, self.targets)
-        except RuntimeError as e:  # e.g. a trick's loss that syncs with the host (see the contract in common.py)
-            fail(f"the training step could not be captured as a CUDA graph ({str(e).splitlines()[0]}): "
+        except Exception as e:  # e.g. a trick's loss that syncs with the host (see the contract in common.py)
+            fail(f"the training step could not be captured as a CUDA graph ({first_cause(e)}): "
                  "--no-cuda-graph runs it eager")
+
+
+def first_cause(error):
+    """What failed first, in one line. An error inside `with torch.cuda.graph(...)` makes the block's exit call
+    capture_end, which raises its own error (the capture was invalidated) in place of it: the first is that
+    one's __context__."""
+    first = error.__context__ if error.__context__ is not None else error
+    lines = str(first).strip().splitlines()
+    return f"{type(first).__name__}: {lines[0]}" if lines else type(first).__name__
 
 
 def place_step_counts(optimizer):

@@ -9,6 +9,8 @@ fit streams through a DataLoader with workers instead, into the same batched aug
 Images are stored at the "load size" (data.load_size): CIFAR-sized ones as they are, larger ones
 with the shorter side resized to 8/7 of the training size and the centre square kept.
 """
+import contextlib
+import errno
 import functools
 import hashlib
 import os
@@ -33,23 +35,53 @@ class DataError(Exception):
 
 # ---------------------------------------------------------------- CIFAR through torchvision
 
-def load_cifar(name, root):
-    """(train images, train labels, test images, test labels, classes) as uint8 NCHW tensors."""
+def load_cifar(name, root, train=True):
+    """(train images, train labels, test images, test labels, classes) as uint8 NCHW tensors;
+    train=False: the test split alone (evaluate.py), None for the train split's two."""
     import torchvision
     cls = torchvision.datasets.CIFAR10 if name == 'cifar10' else torchvision.datasets.CIFAR100
     try:
-        sets = [cls(root, train=train, download=True) for train in (True, False)]
+        sets = [cls(root, train=split, download=True) for split in (True, False)[0 if train else 1:]]
     except Exception as e:  # offline, or a broken download: say where the files go
-        archive = os.path.basename(cls.url)
+        archive = Path(root) / os.path.basename(cls.url)
+        if archive.is_file() and md5_of(archive) != cls.tgz_md5:  # torchvision tried to download it again
+            raise DataError(f"{archive} is damaged: its MD5 checksum is not {cls.tgz_md5} (a download cut short?): "
+                            f"delete it and run again, or put an intact copy from {cls.url} there") from None
         raise DataError(f"could not get {name} into {root} ({type(e).__name__}: {e}); offline, put "
-                        f"{archive} from {cls.url} into {root} and run again") from None
-    out = []
+                        f"{archive.name} from {cls.url} into {root} and run again") from None
+    out = [] if train else [None, None]
     for s in sets:
         out += [torch.from_numpy(s.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(s.targets)]
     return (*out, sets[0].classes)
 
 
+def md5_of(path):
+    digest = hashlib.md5()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 # ---------------------------------------------------------------- ImageFolder trees
+
+TRAIN_NAMES, TEST_NAMES = ('train', 'seg_train'), ('test', 'val', 'seg_test')
+
+
+def split_folder(root, names):
+    """The first of the folders `names` under root (Kaggle's doubled seg_train/seg_train too), or None."""
+    for name in names:
+        d = Path(root) / name
+        if (d / name).is_dir():  # Kaggle's doubled folders
+            d = d / name
+        if d.is_dir():
+            return d
+    return None
+
+
+def class_folders(split_dir):
+    return sorted(p.name for p in Path(split_dir).iterdir() if p.is_dir() and not p.name.startswith('.'))
+
 
 def find_folder_splits(root):
     """(train dir, test dir) of an ImageFolder tree, or None when `root` is not one.
@@ -57,20 +89,10 @@ def find_folder_splits(root):
     Accepts train/ with test/ or val/, and Kaggle Intel's seg_train/seg_train, seg_test/seg_test.
     """
     root = Path(root)
-
-    def first(names):
-        for name in names:
-            d = root / name
-            if (d / name).is_dir():  # Kaggle's doubled folders
-                d = d / name
-            if d.is_dir():
-                return d
-        return None
-
-    train = first(('train', 'seg_train'))
+    train = split_folder(root, TRAIN_NAMES)
     if train is None or not any(p.is_dir() for p in train.iterdir()):
         return None
-    test = first(('test', 'val', 'seg_test'))
+    test = split_folder(root, TEST_NAMES)
     if test is None:
         raise DataError(f"{root} has {train.name}/ but no test/, val/ or seg_test/ folder beside it: "
                         "add one with the same class folders")
@@ -81,26 +103,52 @@ def list_images(split_dir, classes=None):
     """Sorted (path, label) pairs, the class names, and the non-image files that were left out.
 
     With classes=None (the train split) the class folders define the classes and each must hold
-    images; a test split may lack a class but may not add one.
+    images; a test split may lack a class but may not add one. An image name that is a broken
+    symbolic link (a git-annex or DVC data set before its contents are fetched) stops: leaving it
+    out would train on part of the data set.
     """
     split_dir = Path(split_dir)
-    found = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith('.'))
+    found = class_folders(split_dir)
     unknown = sorted(set(found) - set(classes or found))
     if unknown:
-        raise DataError(f"{split_dir} has class folders that train/ lacks: {', '.join(unknown[:5])}")
-    files, others = [], []
+        raise DataError(f"{split_dir} has class folders that train/ lacks: {', '.join(unknown[:5])}: remove them, "
+                        "or add them to train/ too")
+    files, others, broken = [], [], []
     for label, name in enumerate(classes or found):
         d = split_dir / name
-        names = sorted(n for n in os.listdir(d) if not n.startswith('.')) if d.is_dir() else []
-        images = [d / n for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
-        others += [d / n for n in names if not n.lower().endswith(IMAGE_EXTENSIONS)]
-        if not images and classes is None:
+        entries = sorted((e for e in os.scandir(d) if not e.name.startswith('.')), key=lambda e: e.name) \
+            if d.is_dir() else []
+        images = []
+        for e in entries:  # a plain file is known from the listing; a link is followed (False: to nothing, or a loop)
+            is_file = e.is_file(follow_symlinks=False) or (e.is_symlink() and os.path.isfile(e.path))
+            if not e.name.lower().endswith(IMAGE_EXTENSIONS) or not (is_file or e.is_symlink()):
+                others.append(d / e.name)  # a folder named x.jpg is no image either
+            elif is_file:
+                images.append(d / e.name)
+            else:
+                broken.append(d / e.name)
+        if not images and classes is None and not broken:
             raise DataError(f"class folder {d} has no images ({', '.join(IMAGE_EXTENSIONS)}): "
                             "add some or remove the folder")
         files += [(p, label) for p in images]
+    if broken:
+        more = f" (and {len(broken) - 1} more under {split_dir})" if broken[1:] else ''
+        raise DataError(f"{broken_link(broken[0])}{more}: fetch the data set's contents (git annex get, dvc pull) "
+                        "or delete the broken links")
     if not files:
-        raise DataError(f"{split_dir} holds no images")
+        raise DataError(f"{split_dir} holds no images: put them in {split_dir}/<class>/, one folder per class"
+                        + (" of train/" if classes else ""))
     return files, classes or found, others
+
+
+def broken_link(path):
+    """A symbolic link that is no file, in words: where it points, or that it is a loop."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return f"{path} is a symbolic link loop"
+    return f"{path} is a symbolic link to {os.readlink(path)}, which does not exist"
 
 
 def decode(path, size, square):
@@ -161,10 +209,13 @@ def load_split(split_dir, files, size, square, cache_dir, log):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             torch.save({'images': images, 'labels': labels}, tmp)
+            os.replace(tmp, path)  # atomic: concurrent runs never read half a file
         except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
             raise DataError(f"--cache-dir {cache_dir}: cannot write the decoded images there "
                             f"({str(e).splitlines()[0]}): give a folder you can write to") from None
-        os.replace(tmp, path)  # atomic: concurrent runs never read half a file
+        finally:  # a full disk (or Ctrl-C) leaves no part of a cache file behind
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
         log(f"cached {len(files)} decoded images in {path}")
     return images, labels
 
@@ -182,10 +233,12 @@ class FolderStream(torch.utils.data.Dataset):
         return decode(self.files[i][0], self.size, self.square), self.files[i][1]
 
 
-def guess_image_size(train_dir):
+MIN_IMAGE_SIZE = 8  # what --image-size takes: the CIFAR nets halve a side twice, and a 1 px image trains to nan
+
+
+def guess_image_size(train_dir, files):
     """The training size for folder data: the images' own size up to 64 px (CIFAR-like), else 224."""
     from PIL import Image  # reads the headers alone, and loads in a blink (torchvision takes ~2 s)
-    files, _, _ = list_images(train_dir)
     sides = []
     for path, _ in files[:: max(1, len(files) // 16)][:16]:
         try:
@@ -195,6 +248,9 @@ def guess_image_size(train_dir):
             raise DataError(f"cannot decode image {path} ({e}): delete or replace the file") from None
     sides.sort()
     side = sides[len(sides) // 2]
+    if side < MIN_IMAGE_SIZE:
+        raise DataError(f"the images in {train_dir} are {side} px (the median shorter side): too small for the nets "
+                        f"here: give --image-size {MIN_IMAGE_SIZE} or more to enlarge them, or larger images")
     return side if side <= data.PAD_CROP_MAX else 224
 
 
@@ -298,7 +354,13 @@ def find_source(path, dataset=None, image_size=None):
     if splits is None:
         raise DataError(f"--data {path} is not an ImageFolder tree: expected train/<class>/<images> (or Kaggle "
                         "Intel's seg_train/seg_train/<class>/) beside test/ or val/")
-    return Source(str(path), dataset, splits, image_size or guess_image_size(splits[0]))
+    source = Source(str(path), dataset, splits, image_size)
+    (train, classes, _), _ = source.listing  # listed here, where a problem stops in one line, and once
+    if len(classes) == 1:
+        raise DataError(f"{splits[0]} holds one class folder ({classes[0]}): with one class there is nothing to "
+                        "classify: add a folder per class")
+    source.image_size = image_size or guess_image_size(splits[0], train)
+    return source
 
 
 CIFAR_SIZES = {'cifar10': (10, 50_000, 10_000), 'cifar100': (100, 50_000, 10_000)}  # classes, train, test
@@ -360,11 +422,15 @@ class Data:
         self.dataset, self.train, self.test, self.classes = dataset, train, test, classes
         self.image_size, self.load_size = image_size, data.load_size(image_size)
         self.test_image_size, self.test_load_size = test_image_size, data.load_size(test_image_size)
-        self.train_index, self.val_index = fixed_split(len(train), val_split, subset)
+        n_train = 0 if train is None else len(train)  # None: evaluate.py's test split alone
+        self.train_index, self.val_index = fixed_split(n_train, val_split, subset)
         self.test_index, _ = fixed_split(len(test), 0, test_subset, test=True)
-        if not len(self.train_index):
-            raise DataError(f"--val-split {val_split} holds out {len(self.val_index)} of the {len(train)} training "
+        if train is not None and not len(self.train_index):
+            raise DataError(f"--val-split {val_split} holds out {len(self.val_index)} of the {n_train} training "
                             "images and leaves none to train on: use a smaller split")
+        if train is not None and val_split and not len(self.val_index):  # else: no val_acc, and nothing says why
+            raise DataError(f"--val-split {val_split} holds out none of the {n_train} training images ({n_train} x "
+                            f"{val_split} rounds to 0): give at least {1 / n_train:.2g}, or drop the flag")
         mean, std = data.MEAN_STD['folder' if dataset == 'folder' else dataset]
         self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, 3, 1, 1)
@@ -379,6 +445,35 @@ class Data:
 
     def normalize(self, x):
         return data.normalize(x, self.mean, self.std)
+
+
+def load_test(path, dataset, image_size, test_image_size, device, log, cache_dir=None):
+    """evaluate.py's data: the test split alone, as a Data with no train split. A folder tree needs no
+    train/ for it; its classes are train/'s class folders where there is one, else test/'s."""
+    if dataset in ('cifar10', 'cifar100'):
+        _, _, images, labels, classes = load_cifar(dataset, path, train=False)
+        log(f"data: {dataset} from {path}, {len(labels)} test images, 32 px, in memory on {device}")
+        return Data(dataset, None, InMemory(images, labels, device), classes, 32, 32, device)
+    if Path(path).is_file():
+        raise DataError(f"--data {path} is a file: give the folder that holds test/<class>/")
+    test_dir = split_folder(path, TEST_NAMES)
+    if test_dir is None:
+        raise DataError(f"--data {path} has no test/, val/ or seg_test/ folder to test on: point --data at the "
+                        "folder that holds test/<class>/<images>")
+    train_dir = split_folder(path, TRAIN_NAMES)
+    classes = class_folders(train_dir) if train_dir and class_folders(train_dir) else None
+    files, classes, others = list_images(test_dir, classes)
+    if others:
+        log(f"{test_dir}: left out {len(others)} files that are not images, e.g. {others[0]}")
+    size, square = data.load_size(test_image_size), image_size <= data.PAD_CROP_MAX
+    need, free = len(files) * 3 * size ** 2, available_memory(device)
+    if need > free // 2:
+        test = Streamed(files, size, square, device, min(8, os.cpu_count() or 1))
+    else:
+        test = InMemory(*load_split(test_dir, files, size, square, cache_dir or DEFAULT_CACHE, log), device)
+    log(f"data: {test_dir}, {len(files)} test images, {len(classes)} classes, stored at {size} px, "
+        f"{'streamed' if test.streaming else 'in memory'} on {device}")
+    return Data('folder', None, test, classes, image_size, test_image_size, device)
 
 
 def load(source, test_image_size, device, log, val_split=0.0, subset=None, test_subset=None, cache_dir=None,

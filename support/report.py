@@ -23,6 +23,15 @@ def opening_line(run):
             f"device {device_name(run.device, run.world)}{amp}, step {run.step_kind}, out {run.out}")
 
 
+def opening(run):
+    """What a run prints before its first epoch (--summary's table, the opening line); its TensorBoard writer."""
+    board = TensorBoard(run)
+    if run.args.summary and run.rank == 0:
+        print_summary(run)
+    run.log(opening_line(run))
+    return board
+
+
 def note_left_out(run):
     """Say so when the last, incomplete batch of each epoch leaves out many of the training images."""
     n, b = len(run.data.train_index), run.args.batch_size
@@ -39,10 +48,11 @@ def diverged(run, epoch, what):
 
 
 def epoch_line(run, row, rows):
+    """The epoch in one line; its lr is the last step's (a schedule that decays per step ends below --lr)."""
     left = run.args.epochs - row['epoch']
     eta = left * sum(r['epoch_seconds'] for r in rows[-3:]) / len(rows[-3:])
     accs = '  '.join(f"{k} {v:.2f}%" for k, v in row.items() if k.endswith('_acc'))
-    return (f"epoch {row['epoch']}/{run.args.epochs}  lr {row['lr']:.4g}  train_loss {row['train_loss']:.4f}  "
+    return (f"epoch {row['epoch']}/{run.args.epochs}  last lr {row['lr']:.4g}  train_loss {row['train_loss']:.4f}  "
             f"test_loss {row['test_loss']:.4f}  {accs}  {row['images_per_sec']:.0f} img/s  "
             f"{row['epoch_seconds']:.1f}s  ETA {fmt_time(eta)}")
 

@@ -1,5 +1,7 @@
 """The CUDA graph's bookkeeping on the CPU: static buffers, the lr in a tensor, the fused optimizer
 set again after --resume, the loss list. Only the capture needs a GPU (tests/test_gpu.py)."""
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -43,9 +45,9 @@ def same_weights(a, b, tolerance):
 
 def tolerance(script):
     """Fused Adam rounds a tensor lr otherwise than a float one, and fused SGD and Adam their float lr otherwise
-    than foreach: 1e-7 a step, which Adam amplifies (1e-4 of the BN biases after 6 steps). A wrong lr or a
-    step too many would differ by far more."""
-    return 1e-3 if script is adamw else 1e-6
+    than foreach: 1e-7 a step, which Adam amplifies in the BN biases near 0 (after 6 steps 1e-4 of their size on
+    one CPU, 1e-2 on another). A step too many moves each by about the lr, half their size."""
+    return 5e-2 if script is adamw else 1e-6
 
 
 @pytest.mark.parametrize('script, flags', [(baseline, ()), (adamw, ()), (mixup, ()), (ema, ()), (ghmc, ()),
@@ -103,7 +105,7 @@ def test_resume_across_the_bookkeeping_and_the_plain_step(script, first_booked, 
     a, b = (torch.load(tmp_path / out / 'model.pt', weights_only=True)['state_dict'] for out in ('straight', 'killed'))
     # one epoch of fused Adam among foreach ones moves the BN biases by 1.5e-3 of their size; a resume that lost
     # Adam's moments, by 0.5
-    same_weights(a, b, 10 * tolerance(script))
+    same_weights(a, b, 1e-2 if script is adamw else 1e-5)
 
 
 def test_the_opening_line_says_how_the_step_runs(run_args, capsys):
@@ -120,3 +122,44 @@ def test_cuda_graph_is_not_part_of_what_resume_compares(run_args, capsys):
     common.main(baseline, run_args('--no-cuda-graph'))
     result = common.main(baseline, run_args('--resume'))
     assert 'finished already' in capsys.readouterr().out and result['args']['cuda_graph'] is False
+
+
+class FailingCapture:
+    """torch.cuda.graph as it behaves when the captured code fails: leaving the block ends the capture, and
+    capture_end raises its own error, which replaces the first one (torch 2.14, torch/cuda/graphs.py)."""
+
+    def __init__(self, graph, **kwargs):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *error):
+        raise RuntimeError("CUDA error: operation failed due to a previous error during capture\n"
+                           "CUDA kernel errors might be asynchronously reported at some other API call")
+
+
+def test_a_failed_capture_names_its_first_cause_not_the_invalidated_capture(monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'graph', FailingCapture)
+    monkeypatch.setattr(torch.cuda, 'CUDAGraph', lambda: None)
+    net = torch.nn.Linear(2, 2)
+    run = SimpleNamespace(device=torch.device('cpu'), optimizer=torch.optim.SGD(net.parameters(), lr=0.1))
+
+    def syncs_with_the_host(run, images, targets):  # a trick's loss that reads a value: .item() inside the graph
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore lines")
+    step = cuda_graph.GraphedStep(run, syncs_with_the_host, capture=False)
+    with pytest.raises(SystemExit) as e:
+        step.record()
+    assert str(e.value) == ("error: the training step could not be captured as a CUDA graph (RuntimeError: CUDA error: "
+                            "operation not permitted when stream is capturing): --no-cuda-graph runs it eager")
+    # and the module says that such a step stops, unlike one that plan() finds cannot be captured at all
+    doc = ' '.join(cuda_graph.__doc__.split())
+    assert "A capture that fails when it is made, after the warm-up steps (a trick's loss that reads a tensor's " \
+        "value on the host), does not fall back to eager: the run stops" in doc
+
+
+def test_torch_never_warns_of_a_capturable_adam_run_eager():
+    """What set_optimizer's comment says: Optimizer.__init__ marks the warning given (pytorch issue 72948), so the
+    eager warm-up steps of a capturable Adam stay silent."""
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], capturable=False)
+    assert optimizer._warned_capturable_if_run_uncaptured is True

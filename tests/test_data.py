@@ -1,5 +1,7 @@
 """Loading (folders, CIFAR-10, cache, streaming, decoding, bad data) and the batched augmentation."""
 
+import re
+
 import pytest
 import torch
 
@@ -168,6 +170,98 @@ def test_a_cache_dir_that_cannot_be_made_or_written_is_one_line(where, folder, t
     with pytest.raises(SystemExit, match=r'--cache-dir .*afile.*: cannot write the decoded images there .*: give a '
                                          'folder you can write to'):
         common.main(baseline, argv)
+
+
+def listing_problem(folder, problem):
+    """Spoil the synthetic folder as a user's data set may be; the line it should give."""
+    import os
+    import shutil
+    if problem == 'a test class that train lacks':
+        shutil.copytree(folder / 'test' / 'class0', folder / 'test' / 'class9')
+        return r'test has class folders that train/ lacks: class9: remove them, or add them to train/ too'
+    if problem == 'an empty test split':
+        for d in (folder / 'test').iterdir():
+            shutil.rmtree(d)
+        return r'test holds no images: put them in .*test/<class>/, one folder per class of train/'
+    if problem == 'an empty class folder':
+        (folder / 'train' / 'class3').mkdir()
+        return r'class folder .*train/class3 has no images .*: add some or remove the folder'
+    if problem == 'a symlink loop':
+        os.symlink('x.jpg', folder / 'train' / 'class1' / 'x.jpg')
+        return r'train/class1/x\.jpg is a symbolic link loop: fetch the data set.s contents .* or delete the broken'
+    # git-annex and DVC data sets before their contents are fetched: every image a link to nothing
+    for image in (folder / 'train' / 'class2').iterdir():
+        image.unlink()
+        os.symlink(f'../../.git/annex/objects/{image.name}', image)
+    return (r'train/class2/0\.jpg is a symbolic link to \.\./\.\./\.git/annex/objects/0\.jpg, which does not exist '
+            r'\(and 7 more under .*train\): fetch the data set.s contents \(git annex get, dvc pull\) or delete')
+
+
+@pytest.mark.parametrize('problem', ['a test class that train lacks', 'an empty test split', 'an empty class folder',
+                                     'a symlink loop', 'dangling symlinks'])
+def test_a_problem_in_the_listing_stops_in_one_line_also_with_an_image_size(problem, folder, run_args):
+    """--image-size skips the guess of the size, which listed train/ inside the one-line handling: the listing
+    then ran first in the data's fingerprint, which raised a traceback."""
+    expected = listing_problem(folder, problem)
+    with pytest.raises(SystemExit) as e:
+        common.main(baseline, run_args('--image-size', '32'))
+    assert re.match(rf'^error: .*{expected}', str(e.value)) and '\n' not in str(e.value), str(e.value)
+
+
+def test_a_full_cache_dir_leaves_no_part_of_a_cache_file(folder, tmp_path, monkeypatch):
+    import errno
+    files, _, _ = datasets.list_images(folder / 'train')
+
+    def disk_full(obj, path):
+        with open(path, 'wb') as f:
+            f.write(b'\0' * 4096)  # what fitted
+        raise OSError(errno.ENOSPC, 'No space left on device')  # root ignores chmod: a full disk by hand
+    monkeypatch.setattr(torch, 'save', disk_full)
+    with pytest.raises(datasets.DataError, match=r'--cache-dir .*cache: cannot write the decoded images there '
+                                                 r'\(.*No space left on device\): give a folder'):
+        datasets.load_split(folder / 'train', files, 32, True, tmp_path / 'cache', print)
+    assert list((tmp_path / 'cache').iterdir()) == []
+
+
+def test_one_pixel_images_are_refused_as_too_small_before_training(tmp_path, run_args):
+    """They trained to a nan loss and the advice to lower --lr."""
+    from conftest import make_folder
+    tiny = make_folder(tmp_path / 'tiny', sizes=((1, 1),))
+    argv = run_args()
+    argv[1] = str(tiny)
+    with pytest.raises(SystemExit, match=r'^error: the images in .*tiny/train are 1 px .*: too small for the nets '
+                                         r'here: give --image-size 8 or more to enlarge them, or larger images$'):
+        common.main(baseline, argv)
+
+
+def test_a_single_class_folder_is_refused_as_nothing_to_classify(tmp_path, run_args):
+    from conftest import make_folder
+    one = make_folder(tmp_path / 'one', classes=1)
+    argv = run_args()
+    argv[1] = str(one)
+    with pytest.raises(SystemExit, match=r'^error: .*one/train holds one class folder \(class0\): with one class there '
+                                         'is nothing to classify'):
+        common.main(baseline, argv)
+
+
+def test_a_val_split_that_rounds_to_no_image_is_refused(run_args):
+    """It trained with no val set, so no val_acc (tools/tune.py then failed on its KeyError)."""
+    with pytest.raises(SystemExit, match=r'^error: --val-split 0.01 holds out none of the 24 training images \(24 x '
+                                         r'0.01 rounds to 0\): give at least 0.042, or drop the flag$'):
+        common.main(baseline, run_args('--val-split', '0.01'))
+
+
+def test_a_truncated_cifar_archive_is_named_by_its_checksum(tmp_path, monkeypatch):
+    """Not the advice to put that very file there."""
+    import torchvision
+
+    def offline(*a, **k):
+        raise OSError('network is unreachable')
+    monkeypatch.setattr(torchvision.datasets.cifar, 'download_and_extract_archive', offline)
+    (tmp_path / 'cifar-10-python.tar.gz').write_bytes(b'\x1f\x8b' + b'\0' * 1000)  # a download cut short
+    with pytest.raises(datasets.DataError, match=r'cifar-10-python.tar.gz is damaged: its MD5 checksum is not '
+                                                 r'c58f30108f718f92721af3b95e74349a .*: delete it and run again'):
+        datasets.load_cifar('cifar10', str(tmp_path))
 
 
 # ---------------------------------------------------------------- the batched augmentation

@@ -11,6 +11,7 @@ import common
 import cutmix
 import distill
 from conftest import make_folder, run_argv
+from support.teacher import load_teacher
 
 
 @pytest.fixture
@@ -21,14 +22,15 @@ def teacher(run_args, tmp_path):
 
 def distill_run(teacher, hard_weight=0.0):
     return SimpleNamespace(args=SimpleNamespace(teacher=str(teacher), teacher_arch=None, temperature=4.0,
-                                                hard_weight=hard_weight, soft_weight=1.0))
+                                                hard_weight=hard_weight, soft_weight=1.0),
+                           aside={'teacher': load_teacher(str(teacher), None, 3)[0]})
 
 
 # ---------------------------------------------------------------- the loss and the student
 
 def test_distillation_soft_loss_is_at_its_minimum_when_the_student_is_the_teacher(teacher):
     run = distill_run(teacher)
-    net, _ = distill.load_teacher(str(teacher), None, 3, 'cpu')
+    net = run.aside['teacher']
     images, y = torch.randn(6, 3, 32, 32), F.one_hot(torch.randint(0, 3, (6,)), 3).float()
     logits = net(images).detach().requires_grad_()
     loss = distill.loss(logits, y, images, run)
@@ -41,9 +43,10 @@ def test_distillation_soft_loss_is_at_its_minimum_when_the_student_is_the_teache
 
 def test_distillation_trains_the_student_and_never_the_teacher(teacher, run_args, tmp_path):
     result = common.main(distill, run_args('--teacher', teacher, '--temperature', '4', out='student'))
-    net, _ = distill.load_teacher(str(teacher), None, 3, 'cpu')
+    run = common.prepare(distill, run_args('--teacher', teacher, out='student2'))
+    net = run.aside['teacher']
     assert all(p.grad is None and not p.requires_grad for p in net.parameters())
-    assert not net.training
+    assert not net.training and 'teacher' not in run.extra  # kept beside the net, never saved with it
     assert result['tricks']['distill']['temperature'] == 4.0
     assert common.prepare(distill, run_args('--teacher', teacher, out='student2')).loss is distill.loss
     with pytest.raises(SystemExit, match='--teacher PATH is required'):
@@ -53,8 +56,8 @@ def test_distillation_trains_the_student_and_never_the_teacher(teacher, run_args
 def test_distillation_is_the_papers_eq_6_by_default(teacher, run_args):
     args = common.parse(distill, run_args('--teacher', teacher), common.RECIPE)[0]
     assert (args.hard_weight, args.soft_weight) == (1.0, 1.0)
-    run = SimpleNamespace(args=args)
-    net, _ = distill.load_teacher(str(teacher), None, 3, 'cpu')
+    net = load_teacher(str(teacher), None, 3)[0]
+    run = SimpleNamespace(args=args, aside={'teacher': net})
     images, y = torch.randn(6, 3, 32, 32), F.one_hot(torch.randint(0, 3, (6,)), 3).float()
     logits, r = torch.randn(6, 3), net(images)
     t = args.temperature
@@ -72,8 +75,8 @@ def teacher_run(run_args, tmp_path):
 
 
 def test_distill_learns_from_a_teachers_last_pt_as_from_its_model_pt(teacher_run):
-    from_last, saved = distill.load_teacher(str(teacher_run / 'last.pt'), None, 3, 'cpu')
-    from_model, _ = distill.load_teacher(str(teacher_run / 'model.pt'), None, 3, 'cpu')
+    from_last, saved = load_teacher(str(teacher_run / 'last.pt'), None, 3)
+    from_model, _ = load_teacher(str(teacher_run / 'model.pt'), None, 3)
     assert saved['arch'] == 'resnet20' and saved['classes'] == ['class0', 'class1', 'class2']
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(from_last(x), from_model(x))
@@ -91,7 +94,6 @@ def test_a_teacher_that_does_not_fit_says_why_in_words(teacher, arch, message, t
     import models
     torch.save(models.build('resnet20', 5).state_dict(), tmp_path / 'five.pth')
     flags = ('--teacher', tmp_path / teacher) + (('--teacher-arch', arch) if arch else ())
-    distill.load_teacher.cache_clear()
     with pytest.raises(SystemExit, match=message):
         common.main(distill, run_args(*flags, out='student'))
 
@@ -144,7 +146,7 @@ def test_a_teacher_trained_on_other_files_with_the_same_val_split_is_refused(run
 def test_a_torchvision_resnet50_teacher_is_built_as_torchvision_builds_it(tmp_path):
     theirs = torchvision.models.resnet50(num_classes=3).eval()
     torch.save(theirs.state_dict(), tmp_path / 'r50.pth')
-    ours, saved = distill.load_teacher(str(tmp_path / 'r50.pth'), 'resnet50', 3, 'cpu')
+    ours, saved = load_teacher(str(tmp_path / 'r50.pth'), 'resnet50', 3)
     assert saved is None and ours.options['variant'] == 'B'  # the stride on the 3x3 conv, as torchvision's
     x = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(ours(x), theirs(x))

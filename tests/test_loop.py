@@ -186,7 +186,7 @@ def test_resuming_another_runs_checkpoint_is_a_clear_error(run_args, tmp_path):
     del state['args']
     (tmp_path / 'run' / 'result.json').unlink()
     torch.save(state, tmp_path / 'run' / 'last.pt')
-    with pytest.raises(SystemExit, match=r"made by another command \(a last.pt of another program\)"):
+    with pytest.raises(SystemExit, match=r"last.pt is not a checkpoint of this project: --force starts the run over"):
         common.main(baseline, run_args('--epochs', '2', '--resume'))
     (tmp_path / 'run' / 'last.pt').write_bytes(b'garbage')
     with pytest.raises(SystemExit, match='cannot read'):

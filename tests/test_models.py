@@ -1,5 +1,6 @@
 """The nets: shapes and counts, torchvision's, ResNet-B/C/D, EvoNorm, SK-ResNet, EfficientNet, RegNet, weights."""
 import json
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -321,3 +322,55 @@ def test_load_weights_that_do_not_fit_or_do_not_exist_are_errors(tmp_path):
         models.load_weights(models.build('skresnet18', 3), 'IMAGENET1K_V1')
     with pytest.raises(ValueError, match='not a torchvision weight name for regnety_400mf .choose from IMAGENET1K_V1'):
         models.load_weights(models.build('regnety_400mf', 3), 'IMAGENET1K_V9')  # offline: stops before a download
+
+
+def run_model_file(path, arch='resnet20', classes=3):
+    """A model.pt as a run saves it (archive.model_file), for a net built afresh: no training needed."""
+    torch.manual_seed(1)
+    net = models.build(arch, classes)
+    torch.save({'arch': arch, 'options': net.options, 'classes': [f'class{i}' for i in range(classes)],
+                'image_size': 32, 'test_image_size': 32, 'load_size': 32, 'test_load_size': 32,
+                'mean': [0.5] * 3, 'std': [0.25] * 3, 'dataset': 'folder', 'data': None,
+                'state_dict': net.state_dict(), 'extra': {}}, path)
+    return net
+
+
+def weights_args(weights, arch='resnet20'):
+    return SimpleNamespace(seed=0, arch=arch, image_size=32, init='default', weights=str(weights))
+
+
+def test_weights_that_torch_cannot_read_stop_in_one_line_of_this_project(tmp_path):
+    """Not an UnpicklingError, nor torch's advice to load the file with weights_only=False."""
+    from support.nets import build_net
+    (tmp_path / 'noise.pt').write_bytes(bytes(range(256)) * 4)
+    torch.save(models.build('resnet20', 3), tmp_path / 'whole-net.pt')  # the net pickled, not its state_dict
+    pickled = r'it pickles Python objects, not only tensors \(models.cifar_resnet.CifarResNet\)'
+    for name, why in [('noise.pt', 'it is not a file torch.save wrote'), ('whole-net.pt', pickled)]:
+        with pytest.raises(SystemExit) as e:
+            build_net(weights_args(tmp_path / name), [], 3, print)
+        line = str(e.value)
+        assert re.fullmatch(rf"error: --weights .*{name}: torch cannot read it: {why}: give a state-dict file "
+                            r"\(torch.save\(net.state_dict\(\), PATH\)\) or a run's model.pt", line), line
+
+
+def test_weights_given_a_runs_model_file_load_its_weights_whatever_its_name(tmp_path, monkeypatch):
+    """A file is a file even without .pt or a folder in its name; it was taken for a torchvision weight name."""
+    monkeypatch.chdir(tmp_path)
+    saved = run_model_file(tmp_path / 'resnet20-cifar')
+    net = models.build('resnet20', 3)
+    assert models.load_weights(net, 'resnet20-cifar') == 'loaded 128 tensors from resnet20-cifar'
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), saved.state_dict().values()))
+    with pytest.raises(ValueError, match=r"--weights resnet20-cifar is a model.pt of a resnet20, and this run builds a "
+                                         r"resnet32: pass --arch resnet20 to start from it \(evaluate.py tests it; "
+                                         r"distill.py --teacher learns from it\)"):
+        models.load_weights(models.build('resnet32', 3), 'resnet20-cifar')
+
+
+def test_a_model_file_or_teacher_that_torch_cannot_read_gets_this_projects_line(tmp_path):
+    from support import archive
+    torch.save(models.build('resnet20', 3), tmp_path / 'model.pt')  # the whole net pickled
+    with pytest.raises(SystemExit) as e:
+        archive.load_model_file(tmp_path / 'model.pt')  # evaluate.py's model, distill.py's --teacher
+    assert str(e.value) == (f"error: cannot read {tmp_path / 'model.pt'}: torch cannot read it: it pickles Python "
+                            "objects, not only tensors (models.cifar_resnet.CifarResNet): pass a run's model.pt (or "
+                            "last.pt)")

@@ -45,12 +45,14 @@ def test_summarize_means_stds_deltas_and_noise(tmp_path, monkeypatch):
     lines = {line.split('|')[1].strip(): line for line in text.splitlines() if line.startswith('| ')}
     assert '71.00 +- 1.41' in lines['baseline']
     # paired by seed: the differences +1.0 and -0.6, mean +0.2, standard error 1.13 / sqrt(2) = 0.80
-    assert '+0.20 +- 0.80 *noise*' in lines['cosine']
-    assert '+3.00 +- 0.00' in lines['mixup'] and '*noise*' not in lines['mixup']  # +3 at each seed
-    assert '+0.00 +- 1.15 (unpaired) *noise*' in lines['labelsmooth']  # sqrt(1^2/3 + 1.41^2/2)
-    assert '+3.00 +- 1.00 *noise*' in lines['warmup']
+    # and its 95% interval: 12.71 standard errors for 2 seeds
+    assert '+0.20 +- 0.80 (95%: +-10.17) *noise*' in lines['cosine']
+    assert '+3.00 +- 0.00 (95%: +-0.00)' in lines['mixup'] and '*noise*' not in lines['mixup']  # +3 at each seed
+    assert '+0.00 +- 1.15 (95%: +-14.68) (unpaired) *noise*' in lines['labelsmooth']  # sqrt(1^2/3 + 1.41^2/2)
+    assert '+3.00 +- 1.00 (95%: +-12.71) *noise*' in lines['warmup']
     assert '+0.75 (77.16 -> 77.91' in lines['cosine']
     assert 'Not finished yet: all' in text and 'note: short runs' in text
+    assert '- device: cpu: test, torch x\n- time: 0.3 hours' in text  # 13 runs of 90 s
     assert (tmp_path / 'docs' / 'ablation-cpu.md').read_text() == text
 
 
@@ -65,6 +67,29 @@ def test_summarize_shows_the_seeds_of_a_table_still_filling(tmp_path):
     lines = {line.split('|')[1].strip(): line.split('|') for line in text.splitlines() if line.startswith('| ')}
     assert lines['baseline'][5].strip() == '3' and lines['cosine'][5].strip() == '1 of 3'
     assert 'Not finished yet: mixup' in text
+
+
+def test_summarize_names_every_machine_and_reports_a_diverged_run(tmp_path):
+    root = tmp_path / 'cpu'
+    for seed in (0, 1):
+        fake_run(root, 'baseline', seed, 70.0 + seed)
+        fake_run(root, 'warmup', seed, 71.0 + seed)
+    other = json.loads((root / 'warmup' / 's1' / 'result.json').read_text())
+    (root / 'warmup' / 's1' / 'result.json').write_text(json.dumps({**other, 'device': 'cpu: other'}))
+    (root / 'mixup').mkdir()
+    (root / 'mixup' / 's0.log').write_text('== 2026-12-04 baseline.py\nerror: the loss became nan or inf at step 9 '
+                                           '(epoch 1): training diverged; nothing is saved yet: lower --lr\n')
+    fake_run(root, 'mixup', 1, 60.0)
+    (root / 'labelsmooth').mkdir()
+    (root / 'labelsmooth' / 's0.log').write_text('error: ... training diverged; ...\n')
+    (root / 'rows.txt').write_text('preset cpu\nseeds 2\nrow baseline baseline.py\nrow warmup warmup.py\n'
+                                   'row mixup mixup.py\nrow labelsmooth labelsmooth.py\n')
+    text = summarize.main([str(root)])
+    lines = {line.split('|')[1].strip(): line.split('|') for line in text.splitlines() if line.startswith('| ')}
+    assert "- device: cpu: test, torch x (4 runs)\n- device: cpu: other, torch x (1 runs)" in text, text
+    assert lines['mixup'][5].strip() == '1 of 2 (+1 diverged)'
+    assert lines['labelsmooth'][3].strip() == 'diverged' and lines['labelsmooth'][5].strip() == '0 (+1 diverged)'
+    assert 'Not finished yet' not in text
 
 
 def test_summarize_draws_the_plot(tmp_path):
@@ -82,6 +107,25 @@ def test_summarize_without_matplotlib_says_so(tmp_path, monkeypatch, capsys):
     summarize.main([str(tmp_path / 'p')])
     assert 'matplotlib is not installed' in capsys.readouterr().out
     assert not (tmp_path / 'p' / 'ablation-p.png').exists()
+
+
+def test_summarize_names_a_damaged_result_marks_its_row_and_goes_on(tmp_path, capsys):
+    root = tmp_path / 'cpu'
+    for seed in (0, 1):
+        fake_run(root, 'baseline', seed, 70.0 + seed)
+        fake_run(root, 'mixup', seed, 72.0 + seed)
+        fake_run(root, 'cosine', seed, 71.0)
+    (root / 'mixup' / 's1' / 'result.json').write_text('{"final_test_acc": 7')  # cut short, or edited by hand
+    (root / 'cosine' / 's0' / 'result.json').write_text('[1, 2]')
+    (root / 'cosine' / 's1' / 'result.json').write_text('{}')
+    text = summarize.main([str(root)])
+    lines = {line.split('|')[1].strip(): line.split('|') for line in text.splitlines() if line.startswith('| ')}
+    assert lines['mixup'][5].strip() == '1 (1 damaged, left out)' and lines['mixup'][3].strip() == '72.00'
+    assert lines['cosine'][5].strip() == '0 (2 damaged, left out)' and lines['cosine'][3].strip() == '-'
+    assert f"- {root / 'mixup' / 's1' / 'result.json'} is not JSON (" in text
+    assert f"- {root / 'cosine' / 's0' / 'result.json'} is not a run's result.json (it holds a JSON list)" in text
+    assert f"- {root / 'cosine' / 's1' / 'result.json'} is not a run's result.json (it has no final_test_acc)" in text
+    assert 'warning: ' + str(root / 'mixup' / 's1' / 'result.json') in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- tools/gpu.sh
@@ -142,6 +186,77 @@ def test_bench_measures_all_three_loops_their_ratios_and_the_operations_the_loop
     assert result['ops_b'] <= result['ops_a'] <= result['ops_b'] + 30  # the loop's step holds the model's
 
 
+def test_with_a_path_to_a_tool_is_refused_in_one_line():
+    """tools/bench.py exists, so it was imported as the module `tools/bench`: a ModuleNotFoundError."""
+    with pytest.raises(SystemExit, match=r'^error: --with tools/bench: tools/bench.py is not a trick: --with takes the '
+                                         r'name of a script beside common.py, not a path; choose from .*mixup'):
+        common.parse(mixup, ['--with', 'tools/bench.py'], common.RECIPE)
+
+
+# ---------------------------------------------------------------- evaluate.py
+
+def model_file(path, classes=('class0', 'class1', 'class2'), dataset='folder'):
+    """A model.pt as a run saves it, for a resnet20 built afresh: evaluate.py needs no trained one."""
+    import torch
+
+    import models
+    net = models.build('resnet20', len(classes))
+    torch.save({'arch': 'resnet20', 'options': net.options, 'classes': list(classes), 'image_size': 32,
+                'test_image_size': 32, 'load_size': 32, 'test_load_size': 32, 'mean': [0.5] * 3, 'std': [0.25] * 3,
+                'dataset': dataset, 'data': None, 'state_dict': net.state_dict(), 'extra': {}}, path)
+    return path
+
+
+@pytest.mark.parametrize('where', ['in a missing folder', 'a folder'])
+def test_evaluate_checks_where_the_csv_goes_before_predicting(where, folder, tmp_path, monkeypatch):
+    import evaluate
+    predicted = []
+    monkeypatch.setattr(evaluate, 'predict', lambda *a: predicted.append(1) or [('a.jpg', 'class0', 1.0)])
+    csv, message = {'in a missing folder': (tmp_path / 'nowhere' / 'p.csv', r'there is no folder .*nowhere: make it '
+                                                                             'first, or give a file in a folder'),
+                    'a folder': (tmp_path, r'is a folder: give a file, e.g. --csv .*predictions.csv')}[where]
+    with pytest.raises(SystemExit, match=rf'^error: --csv .*{message}'):
+        evaluate.main([str(model_file(tmp_path / 'model.pt')), '--predict', str(folder / 'test'), '--csv', str(csv),
+                       '--device', 'cpu'])
+    assert not predicted  # stopped before the predictions, not after them
+
+
+def test_evaluate_needs_and_decodes_only_the_split_it_tests(folder, tmp_path, monkeypatch):
+    """A tree with test/ alone will do; with train/ beside it, train/ is never decoded."""
+    import shutil
+
+    import evaluate
+    from support import datasets
+    decoded, real = [], datasets.decode_all
+    monkeypatch.setattr(datasets, 'decode_all',
+                        lambda files, *a: decoded.append(files[0][0].parts[-3]) or real(files, *a))  # the split
+    model = model_file(tmp_path / 'model.pt')
+    argv = [str(model), '--data', str(folder), '--device', 'cpu', '--cache-dir', str(tmp_path / 'cache')]
+    full = evaluate.main(argv)
+    assert decoded == ['test']
+    shutil.rmtree(folder / 'train')
+    assert evaluate.main(argv) == full
+
+
+def test_evaluate_on_cifar_reads_only_its_test_batch(tmp_path, monkeypatch):
+    import pickle
+
+    import numpy as np
+    import torchvision
+
+    import evaluate
+    folder = tmp_path / 'data' / 'cifar-10-batches-py'  # torchvision's layout, with no train batch in it
+    folder.mkdir(parents=True)
+    images = np.random.default_rng(0).integers(0, 256, (4, 3 * 32 * 32), dtype=np.uint8)
+    (folder / 'test_batch').write_bytes(pickle.dumps({'data': images, 'labels': [0, 1, 2, 3]}))
+    (folder / 'batches.meta').write_bytes(pickle.dumps({'label_names': [f'c{i}' for i in range(10)]}))
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, '_check_integrity', lambda self: True)  # fake files
+    monkeypatch.setattr(torchvision.datasets.cifar, 'check_integrity', lambda *a, **k: True)
+    model = model_file(tmp_path / 'model.pt', classes=[f'c{i}' for i in range(10)], dataset='cifar10')
+    metrics = evaluate.main([str(model), '--data', str(tmp_path / 'data'), '--device', 'cpu'])
+    assert metrics['test_acc'] in (0, 25, 50, 75, 100)  # 4 images
+
+
 # ---------------------------------------------------------------- tune.py
 
 @pytest.fixture
@@ -181,7 +296,7 @@ def test_a_study_runs_end_to_end_and_a_second_invocation_continues_it(study_argv
     assert comment.startswith(f'# study mixup-lr-alpha: trial {best.number} of 2, val_acc {best.value:.2f}%')
     words = shlex.split(command)
     assert words[:2] == ['python', 'mixup.py'] and '--out' not in words
-    args, _, _ = common.parse(mixup, words[2:], common.RECIPE)  # ready to paste: the script takes it as it is
+    args = common.parse(mixup, words[2:], common.RECIPE)[0]  # ready to paste: the script takes it as it is
     assert args.lr == pytest.approx(best.params['lr'], rel=1e-3) and args.val_split == 0.1
 
     header, rule, *rows = (study_dir / 'trials.md').read_text().splitlines()
@@ -292,6 +407,7 @@ def test_without_optuna_one_clear_line(monkeypatch, capsys):
      'needs a val split above 0'),  # the script would take the last one
     (['nosuch.py', '--search', 'lr=uniform:0.1:0.4'], 'nosuch.py: no such script'),
     (['mixup.py', '--example', 'awesome-work'], 'drop mixup.py'),
+    (['mixup.py', '--search', 'lr=uniform:0.1:0.4', '--trials', '-3'], 'argument --trials: must be >= 1, got -3'),
 ])
 def test_nonsense_stops_with_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as e:

@@ -4,12 +4,13 @@
 
 reads the raw results in a preset's folder, as run_all.sh writes it or as a copy beside a
 published table keeps it (docs/gpu-short): rows.txt and <row>/s<seed>/result.json and log.jsonl.
-It writes ablation-<preset>.md: per row the tricks, the final test accuracy as mean +- std over seeds,
-its difference to the baseline with that difference's standard error (paired by seed), epochs,
-wall time per run, and the paper's reported change beside it; and ablation-<preset>.png (test
-accuracy per epoch of each row, and the differences with their 95% intervals) when matplotlib
-is installed. A difference inside its 95% interval (Student's t) is marked as noise. The
-accuracy is the final epoch's, never the best epoch's: no model is selected on the test set.
+It writes ablation-<preset>.md: the machines and hours, then per row the tricks, the final test
+accuracy as mean +- std over seeds, its difference to the baseline with that difference's standard
+error and 95% interval (paired by seed), the seeds (and any run that diverged, from its DIR.log),
+epochs, wall time per run, and the paper's reported change beside it; and ablation-<preset>.png
+(test accuracy per epoch of each row, and the differences with their 95% intervals) when
+matplotlib is installed. A difference inside its 95% interval (Student's t) is marked as noise.
+The accuracy is the final epoch's, never the best epoch's: no model is selected on the test set.
 """
 import argparse
 import json
@@ -43,8 +44,33 @@ PAPER = {
 REFERENCE_ROWS = ('baseline', 'scratch')
 
 
+RESULT_KEYS = ('final_test_acc', 'tricks', 'args', 'epochs', 'wall_seconds', 'device', 'torch')  # what table() reads
+
+
+def read_run(result_file):
+    """(result, log rows) of one run; ValueError, naming the file and why, where one is damaged."""
+    try:
+        result = json.loads(result_file.read_text())
+    except ValueError as e:
+        raise ValueError(f"{result_file} is not JSON ({e})") from None
+    if not isinstance(result, dict):
+        raise ValueError(f"{result_file} is not a run's result.json (it holds a JSON {type(result).__name__})")
+    lacking = [k for k in RESULT_KEYS if k not in result]
+    lacking = lacking or ([] if isinstance(result['args'], dict) and 'seed' in result['args'] else ['args.seed'])
+    if lacking:
+        raise ValueError(f"{result_file} is not a run's result.json (it has no {lacking[0]})")
+    log_file = result_file.parent / 'log.jsonl'
+    try:
+        log = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()] \
+            if log_file.exists() else []
+    except ValueError as e:
+        raise ValueError(f"{log_file} has a line that is not JSON ({e})") from None
+    return result, log
+
+
 def read_runs(root):
-    """{row: [(result, log rows) per seed]} in the order of rows.txt, and its header lines."""
+    """{row: [(result, log rows) per seed]} in the order of rows.txt, its header lines, the rows with no
+    finished run, and {row: [why, per damaged run]}: a damaged run is named and left out, not fatal."""
     header, order = {}, []
     rows_file = root / 'rows.txt'
     if rows_file.exists():
@@ -55,14 +81,16 @@ def read_runs(root):
             else:
                 header.setdefault(key, []).append(value)
     found = sorted(p.parent.parent.name for p in root.glob('*/s*/result.json') if p.parent.parent.name != 'teacher')
-    runs = {}
+    runs, damaged = {}, {}
     for row in order + [r for r in dict.fromkeys(found) if r not in order]:
         for result_file in sorted((root / row).glob('s*/result.json')):
-            result = json.loads(result_file.read_text())
-            log = [json.loads(line) for line in (result_file.parent / 'log.jsonl').read_text().splitlines()
-                   if line.strip()] if (result_file.parent / 'log.jsonl').exists() else []
-            runs.setdefault(row, []).append((result, log))
-    return runs, header, [r for r in order if r not in runs]
+            try:
+                run = read_run(result_file)
+            except ValueError as e:
+                damaged.setdefault(row, []).append(str(e))
+                continue
+            runs.setdefault(row, []).append(run)
+    return runs, header, [r for r in order if r not in runs and r not in damaged], damaged
 
 
 def stats(values):
@@ -93,7 +121,33 @@ def difference(row, reference):
     return d, se, half, paired
 
 
-def table(runs, header, missing, preset):
+def machines(runs, header):
+    """The machines the runs trained on, with how many runs each, and the hours all of them took (the
+    distillation teacher's included)."""
+    devices, seconds = {}, header.get('teacher_seconds', 0.0)
+    for seeds in runs.values():
+        for result, _ in seeds:
+            key = f"{result['device']}, torch {result['torch']}"
+            devices[key] = devices.get(key, 0) + 1
+            seconds += result['wall_seconds']
+    many = len(devices) > 1
+    return [f"- device: {d}" + (f" ({n} runs)" if many else '') for d, n in devices.items()] + \
+        [f"- time: {seconds / 3600:.1f} hours of training and testing, one run after another"]
+
+
+def diverged_runs(root, order):
+    """{row: [seed folders]} of the runs that stopped because their loss stopped being a number (their
+    DIR.log says so): a row reports them, not only its finished seeds."""
+    found = {}
+    for row in order:
+        for log in sorted((root / row).glob('s*.log')):
+            lines = log.read_text(errors='replace').strip().splitlines()
+            if lines and 'training diverged' in lines[-1] and not (log.with_suffix('') / 'result.json').exists():
+                found.setdefault(row, []).append(log.stem)
+    return found
+
+
+def table(runs, header, missing, preset, damaged=None):
     by_seed = {row: {r['args']['seed']: r['final_test_acc'] for r, _ in seeds} for row, seeds in runs.items()}
     accs = {row: list(seeds.values()) for row, seeds in by_seed.items()}
     reference = next((r for r in REFERENCE_ROWS if r in accs), None)
@@ -103,16 +157,16 @@ def table(runs, header, missing, preset):
             lines.append(f"- {key}: `{header[key][0]}`")
     lines.append(f"- command: `{header.get('command', [f'bash run_all.sh {preset}'])[0]}`, then "
                  f"`python tools/summarize.py {header.get('out', [f'runs/{preset}'])[0]}`")
-    first = next(iter(runs.values()))[0][0]
-    lines.append(f"- device: {first['device']}, torch {first['torch']}")
+    lines += machines(runs, header)
     for note in header.get('note', []):
         lines.append(f"- note: {note}")
     if 'teacher' in header:
         lines.append(f"- distillation teacher: {header['teacher'][0]}")
     lines += ["- accuracy: the final epoch's test accuracy (%), mean +- std over seeds; delta: to "
               f"`{reference}`, the mean of the per-seed differences (a seed fixes the init, the data order "
-              "and the crops) +- its standard error; *noise*: inside its 95% interval (Student's t with "
-              "seeds - 1 degrees of freedom: +- 4.30 standard errors for 3 seeds, 12.71 for 2)", ""]
+              "and the crops) +- its standard error, and the half-width of its 95% interval (Student's t with "
+              "seeds - 1 degrees of freedom: 3.18 standard errors for 4 seeds, 4.30 for 3, 12.71 for 2); "
+              "*noise*: inside that interval", ""]
     lines.append("| Row | Tricks | Test acc. (%) | Delta | Seeds | Epochs | Wall time / run | Reported |")
     lines.append("|---|---|---|---|---|---|---|---|")
     deltas = {}
@@ -126,16 +180,30 @@ def table(runs, header, missing, preset):
             deltas[row] = (d, half)
             delta = f"{d:+.2f}"
             if not math.isnan(half):
-                delta += f" +- {se:.2f}" + ('' if paired else ' (unpaired)') + (' *noise*' if abs(d) < half else '')
+                delta += (f" +- {se:.2f} (95%: +-{half:.2f})" + ('' if paired else ' (unpaired)') +
+                          (' *noise*' if abs(d) < half else ''))
         results = [r for r, _ in runs[row]]
         tricks = ', '.join(results[0]['tricks']) or '-'
         wall = statistics.fmean(r['wall_seconds'] for r in results)
         wall = f"{wall / 60:.1f} min" if wall >= 60 else f"{wall:.0f} s"
         seeds = f"{len(values)} of {planned}" if len(values) < planned else f"{len(values)}"  # a table still filling
+        if (damaged or {}).get(row):  # the row is marked: it holds fewer seeds than were run
+            seeds += f" ({len(damaged[row])} damaged, left out)"
+        if header.get('diverged', {}).get(row):
+            seeds += f" (+{len(header['diverged'][row])} diverged)"
         lines.append(f"| {row} | {tricks} | {acc} | {delta} | {seeds} | {results[0]['epochs']} | "
                      f"{wall} | {PAPER.get(row, '-')} |")
+    for row in [r for r in header.get('diverged', {}) if r not in runs]:  # every seed diverged: said, not dropped
+        lines.append(f"| {row} | - | diverged | - | 0 (+{len(header['diverged'][row])} diverged) | - | - | "
+                     f"{PAPER.get(row, '-')} |")
+    for row in [r for r in damaged or {} if r not in runs]:  # every seed damaged: the row is there, empty
+        lines.append(f"| {row} | - | - | - | 0 ({len(damaged[row])} damaged, left out) | - | - | "
+                     f"{PAPER.get(row, '-')} |")
     if missing:
         lines += ["", f"Not finished yet: {', '.join(missing)} (run `bash run_all.sh {preset}` again)."]
+    if damaged:
+        lines += ["", "Damaged, left out of the table (delete them and run `bash run_all.sh "
+                  f"{preset}` again to redo those runs):"] + [f"- {why}" for whys in damaged.values() for why in whys]
     return '\n'.join(lines) + '\n', deltas
 
 
@@ -177,18 +245,32 @@ def main(argv=None):
     parser.add_argument('--note', action='append', default=[], help='a line to add to the notes (repeatable)')
     args = parser.parse_args(argv)
     root = Path(args.runs)
-    runs, header, missing = read_runs(root)
+    runs, header, missing, damaged = read_runs(root)
+    for whys in damaged.values():
+        for why in whys:
+            print(f"warning: {why}: left out of the table (delete it and run run_all.sh again to redo that run)",
+                  file=sys.stderr)
     teacher = root / 'teacher' / 's0' / 'result.json'
     if teacher.exists():
-        t = json.loads(teacher.read_text())
-        header['teacher'] = [f"{t['args']['arch']}, {t['final_test_acc']:.2f}% (trained by run_all.sh, same recipe)"]
+        try:
+            t, _ = read_run(teacher)
+            header['teacher'] = [f"{t['args'].get('arch')}, {t['epochs']} epochs, {t['final_test_acc']:.2f}% "
+                                 "(trained by run_all.sh, the baseline's recipe)"]
+            header['teacher_seconds'] = t['wall_seconds']
+        except ValueError as e:
+            print(f"warning: {e}: the table names no teacher", file=sys.stderr)
+    if not runs and damaged:
+        raise SystemExit(f"error: every run under {root} is damaged, e.g. {next(iter(damaged.values()))[0]}: delete "
+                         "them and run run_all.sh again")
     if not runs:
         raise SystemExit(f"error: no finished run under {root} (expected {root}/<row>/s<seed>/result.json)")
+    header['diverged'] = diverged_runs(root, list(runs) + missing + list(damaged))
+    missing = [r for r in missing if r not in header['diverged']]
     preset = header.get('preset', [root.name])[0]
     header.setdefault('note', []).extend(args.note)
     out = Path(args.out or root)
     out.mkdir(parents=True, exist_ok=True)
-    text, deltas = table(runs, header, missing, preset)
+    text, deltas = table(runs, header, missing, preset, damaged)
     (out / f'ablation-{preset}.md').write_text(text)
     print(text)
     print(f"wrote {out / f'ablation-{preset}.md'}")

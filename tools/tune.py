@@ -100,6 +100,17 @@ def flag_value(flags, name):
     return None
 
 
+def at_least_one(text):
+    """--trials: a count of trials; 0 or -3 would run none and then say that none has completed."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+at_least_one.__name__ = 'int'  # argparse names it in "invalid int value: 'x'"
+
+
 def parse_args(argv):
     """(tune.py's flags, the script's fixed flags): argv is split at the first `--`."""
     cut = argv.index('--') if '--' in argv else len(argv)
@@ -111,8 +122,8 @@ def parse_args(argv):
     a('script', nargs='?', help='the training script, e.g. mixup.py')
     a('--search', nargs='+', metavar='FLAG=SPACE', help='the flags to search: lr=loguniform:0.01:0.4 ...')
     a('--example', choices=sorted(EXAMPLES), help="fill in the script, search and flags of a documented search")
-    a('--trials', type=int, default=20, help='run until the study holds this many complete or pruned trials '
-      '(default: %(default)s)')
+    a('--trials', type=at_least_one, default=20, help='run until the study holds this many complete or pruned '
+      'trials (default: %(default)s)')
     a('--study', metavar='NAME', help='study name (default: <script>-<searched flags>)')
     a('--dir', metavar='DIR',
       help='where the trial runs, study.db, best.txt and trials.md go (default: runs/tune-<study>)')
