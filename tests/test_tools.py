@@ -416,7 +416,7 @@ def test_nonsense_stops_with_one_line(argv, message, capsys):
     assert e.value.code == 2 and message in err and len(err.splitlines()) == 1
 
 
-def test_the_awesome_work_example_fills_in_the_nni_search():
+def test_the_awesome_work_example_gives_its_search_space_and_its_recipes_flags():
     args, flags = tune.parse_args(['--example', 'awesome-work', '--', '--epochs', '30'])
     assert args.script == 'mixup.py' and args.study == 'mixup-lr-smoothing-alpha'
     assert args.space == [('lr', 'loguniform', [0.001, 1.0]), ('smoothing', 'uniform', [0.0, 0.2]),
@@ -430,14 +430,3 @@ def test_a_flag_given_twice_counts_as_its_last_value_as_argparse_takes_it():
     _, flags = tune.parse_args(['mixup.py', '--search', 'lr=uniform:0.1:0.4', '--', '--val-split', '0', '--val-split',
                                 '0.2'])
     assert flags == ['--val-split', '0', '--val-split', '0.2']  # a split above 0: nothing added, nothing refused
-
-
-# ---------------------------------------------------------------- docs_figures.py
-
-def test_no_figure_of_the_old_results_page_was_lost_from_docs():
-    import docs_figures
-    known = subprocess.run(['git', 'cat-file', '-e', f'{docs_figures.DEFAULT_REV}:docs/results.md'], cwd=REPO,
-                           capture_output=True)
-    if known.returncode:
-        pytest.skip(f'this clone has no revision {docs_figures.DEFAULT_REV} (a shallow clone?)')
-    assert docs_figures.main([]) == 0
