@@ -3,7 +3,7 @@
 `python baseline.py` runs it with no trick on; each other script runs it with its own trick, and
 `--with NAME ...` adds the tricks of NAME.py. Read it top to bottom: the recipe, the trick
 contract, the baseline's parts a trick may replace, the step, the epoch, evaluation, set-up, and
-main. Beside it: data.py (the batched augmentation), models/ (the nets), and support/, what a
+main. Beside it: augment.py (the batched augmentation), models/ (the nets), and support/, what a
 reader of the loop need not read first: the data sets (datasets.py), the command line and how
 tricks compose (flags.py), the net's set-up (nets.py), the CUDA graph (cuda_graph.py), devices
 and precision (device.py), what a run saves and prints (archive.py, report.py).
@@ -19,7 +19,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-import data
+import augment
 from support import archive, cuda_graph, datasets, report
 from support.device import agree_across_processes, amp_dtype, start_processes
 from support.flags import fail, fill_in_defaults, hooks, parse, replaced
@@ -30,7 +30,7 @@ from support.flags import at_least, fraction, positive_float, unit_interval  # n
 # ---------------------------------------------------------------- the recipe
 # The baseline every script starts from: He et al. 2016's CIFAR recipe, in 30 epochs (and the same
 # SGD for folder data, Bag of Tricks section 2). Each is a flag: a trick changes the ones it is
-# about (its DEFAULTS), the command line any (--lr 0.05). Augmentation: data.py.
+# about (its DEFAULTS), the command line any (--lr 0.05). Augmentation: augment.py.
 RECIPE = {
     'arch': None,               # resnet20 for images up to 64 px (CIFAR), resnet18 above
     'epochs': 30,
@@ -161,19 +161,19 @@ def learning_rate(run, step):
 
 
 def train_batches(run, epoch):
-    """This process's share of each global batch: augmented, through the tricks, normalised."""
-    images_in, args = run.data, run.args
+    """This process's share of each global batch: augmented (augment.py), through the tricks, normalised."""
+    data, args = run.data, run.args
     shuffle = torch.Generator().manual_seed(args.seed * 100_003 + epoch)  # the same on every process
-    order = images_in.train_index[torch.randperm(len(images_in.train_index), generator=shuffle)]
-    order = data.to_device(order, images_in.train.labels.device)  # one copy per epoch, not one per batch
+    order = data.train_index[torch.randperm(len(data.train_index), generator=shuffle)]
+    order = augment.to_device(order, data.train.labels.device)  # one copy per epoch, not one per batch
     share = args.batch_size // run.world
     starts = [step * args.batch_size + run.rank * share for step in range(run.steps_per_epoch)]
-    for images, labels in images_in.train.batches(order[start:start + share] for start in starts):
-        images = images_in.train_view(images, run.gen, args.color_jitter, args.lighting)
-        targets = F.one_hot(labels, len(images_in.classes)).float()
+    for images, labels in data.train.batches(order[start:start + share] for start in starts):
+        images = augment.train_view(images, data.image_size, run.gen, args.color_jitter, args.lighting)
+        targets = F.one_hot(labels, len(data.classes)).float()
         for batch in run.hooks('batch'):
             images, targets = batch(images, targets, args)
-        images = images_in.normalize(images)
+        images = augment.normalize(images, data.mean, data.std)
         if args.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         yield images, targets
@@ -266,12 +266,14 @@ def evaluate(run, split, index, name, net=None):
     # when the processes' shards hold different numbers of batches
     net = net if net is not None else run.net if run.world > 1 else run.train_net
     net.eval()
-    mine = data.to_device(index[run.rank::run.world], split.labels.device)  # one copy, not one per batch
-    size = max(1, round(EVAL_PIXELS / run.data.test_image_size ** 2 / run.world))  # few launches a pass
+    data = run.data
+    mine = augment.to_device(index[run.rank::run.world], split.labels.device)  # one copy, not one per batch
+    size = max(1, round(EVAL_PIXELS / data.test_image_size ** 2 / run.world))  # few launches a pass
     sums = torch.zeros(4, device=run.device)  # loss, top-1, top-5, count
     sums[3] = len(mine)
     for images, labels in split.batches(mine[i:i + size] for i in range(0, len(mine), size)):
-        images = run.data.normalize(run.data.test_view(images))
+        images = augment.test_view(images, data.test_image_size, data.test_load_size)
+        images = augment.normalize(images, data.mean, data.std)
         if run.args.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(run):
@@ -303,11 +305,11 @@ def evaluate_epoch(run, epoch):
 def build(args, tricks, trick_flags, rank, world, device, source, log, fingerprint=None):
     """Load the data, build the net and the optimizer: a Run ready for its first step."""
     try:
-        dataset = datasets.load(source, round(args.image_size * args.test_scale), device, log, args.val_split,
-                            args.subset, args.test_subset, args.cache_dir, args.stream)
+        data = datasets.load(source, round(args.image_size * args.test_scale), device, log, args.val_split,
+                             args.subset, args.test_subset, args.cache_dir, args.stream)
     except datasets.DataError as e:
         fail(str(e))
-    net = build_net(args, tricks, len(dataset.classes), log).to(device)  # support/nets.py
+    net = build_net(args, tricks, len(data.classes), log).to(device)  # support/nets.py
     if args.channels_last:
         net.to(memory_format=torch.channels_last)
     groups = [{'params': [p for p in net.parameters() if p.requires_grad], 'weight_decay': args.weight_decay}]
@@ -319,9 +321,9 @@ def build(args, tricks, trick_flags, rank, world, device, source, log, fingerpri
     if args.compile:
         train_net = torch.compile(train_net, mode=None if args.compile == 'default' else args.compile)
     precision = amp_dtype(args, device, log)
-    steps_per_epoch = max(1, len(dataset.train_index) // args.batch_size)
+    steps_per_epoch = max(1, len(data.train_index) // args.batch_size)
     run = Run(args=args, tricks=tricks, trick_flags=trick_flags, rank=rank, world=world, device=device,
-              out=Path(args.out), log=log, data=dataset, net=net, train_net=train_net, extra=nn.ModuleDict(),
+              out=Path(args.out), log=log, data=data, net=net, train_net=train_net, extra=nn.ModuleDict(),
               optimizer=replaced(tricks, 'optimizer', sgd)(groups, args),
               scaler=torch.amp.GradScaler(device.type, enabled=precision == torch.float16), amp_dtype=precision,
               gen=torch.Generator(device=device).manual_seed(args.seed * 1000 + rank),

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import torch
 
 import common
-import data
+import augment
 from support import archive, datasets
 from support.device import parse_device
 from support.flags import Parser
@@ -43,7 +43,7 @@ def predict(net, saved, image_dir, batch_size, device):
     if not files:
         common.fail(f"--predict {image_dir}: no images ({', '.join(datasets.IMAGE_EXTENSIONS)}) in it")
     mean, std = (torch.tensor(saved[k], device=device).view(1, 3, 1, 1) for k in ('mean', 'std'))
-    square = saved['image_size'] <= data.PAD_CROP_MAX
+    square = saved['image_size'] <= augment.PAD_CROP_MAX
     size, load_size = saved['test_image_size'], saved['test_load_size']
     rows = []
     for i in range(0, len(files), batch_size):
@@ -52,7 +52,7 @@ def predict(net, saved, image_dir, batch_size, device):
             images = torch.stack([datasets.decode(p, load_size, square) for p in chunk]).to(device)
         except datasets.DataError as e:
             common.fail(str(e))
-        probs = net(data.normalize(data.test_view(images, size, load_size), mean, std)).softmax(1)
+        probs = net(augment.normalize(augment.test_view(images, size, load_size), mean, std)).softmax(1)
         p, k = probs.max(1)
         rows += [(str(f.relative_to(image_dir)), saved['classes'][c], round(q, 4))
                  for f, c, q in zip(chunk, k.tolist(), p.tolist())]
@@ -98,19 +98,19 @@ def main(argv=None):
         return rows
 
     try:  # the test split alone: a tree that holds only test/ will do, and train/ is never decoded
-        dataset = datasets.load_test(args.data, args.dataset or saved['dataset'], saved['image_size'],
+        data = datasets.load_test(args.data, args.dataset or saved['dataset'], saved['image_size'],
                                      saved['test_image_size'], device, print, cache_dir=args.cache_dir)
     except datasets.DataError as e:
         common.fail(str(e))
-    if list(dataset.classes) != list(saved['classes']):
-        missing = sorted(set(saved['classes']) - set(dataset.classes)) or ['none']
-        extra = sorted(set(dataset.classes) - set(saved['classes'])) or ['none']
+    if list(data.classes) != list(saved['classes']):
+        missing = sorted(set(saved['classes']) - set(data.classes)) or ['none']
+        extra = sorted(set(data.classes) - set(saved['classes'])) or ['none']
         common.fail(f"{args.data} has other classes than the model was trained on (missing: {', '.join(missing[:5])}; "
                     f"new: {', '.join(extra[:5])}; or another order): test on the data set it was trained for")
-    dataset.mean, dataset.std = (torch.tensor(saved[k], device=device).view(1, 3, 1, 1) for k in ('mean', 'std'))
-    run = SimpleNamespace(data=dataset, rank=0, world=1, device=device, amp_dtype=None,
+    data.mean, data.std = (torch.tensor(saved[k], device=device).view(1, 3, 1, 1) for k in ('mean', 'std'))
+    run = SimpleNamespace(data=data, rank=0, world=1, device=device, amp_dtype=None,
                           args=SimpleNamespace(batch_size=args.batch_size, channels_last=False))
-    metrics = common.evaluate(run, dataset.test, dataset.test_index, 'test', net=net)
+    metrics = common.evaluate(run, data.test, data.test_index, 'test', net=net)
     print(f"test loss {metrics['test_loss']:.4f}  top-5 {metrics['test_top5']:.2f}%")
     print(f"test accuracy: {metrics['test_acc']:.2f}%")
     return metrics

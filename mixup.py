@@ -6,8 +6,7 @@ Each batch is blended with itself reversed, images and targets (class probabilit
 
 one lambda per batch, j = N-1-i (pairing with the reversed batch, as gluon-cv and timm do:
 one less gather, the same distribution). The loss is cross-entropy with the soft target y,
-so it composes with label smoothing and distillation. Training accuracy is not reported:
-against a mixed target it means nothing.
+so it composes with label smoothing and distillation.
 
 Flag: --alpha (default 0.2).
 Paper (ResNet-50-D on ImageNet, with cosine and label smoothing): 78.31 -> 79.15 top-1

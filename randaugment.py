@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
 import common
-import data
+import augment
 
 BINS = 31  # magnitudes 0 .. 30, as torchvision's default
 
@@ -54,7 +54,7 @@ def pixel_map(name, m, h, w, device):
     """Where each output pixel comes from (1 + its index; 0: nowhere): the op applied once, on the
     host, to an image of pixel numbers (nearest neighbour moves them as they are)."""
     numbers = torch.arange(1, h * w + 1, dtype=torch.float32).view(1, h, w)
-    return data.to_device(GEOMETRIC[name](numbers, m).round().long().flatten(), device)
+    return augment.to_device(GEOMETRIC[name](numbers, m).round().long().flatten(), device)
 
 
 def sharpness(img, m):
@@ -105,7 +105,7 @@ def rand_augment(images, n, magnitude, generator=None):
         choice = torch.randint(len(ops), (len(images),), generator=generator)
         negative = torch.rand(len(images), generator=generator) < 0.5
         group = 2 * choice + (negative & signed[choice])  # an unsigned op ignores its sign
-        order = data.to_device(group.argsort(stable=True), images.device)
+        order = augment.to_device(group.argsort(stable=True), images.device)
         out = images.clone()
         start = 0
         for g, count in enumerate(torch.bincount(group, minlength=2 * len(ops)).tolist()):  # on the host: no sync

@@ -3,10 +3,10 @@ tensors; the fingerprint that ties a run to them.
 
 Small data sets (CIFAR, Kaggle's Intel at its size) are decoded once (a folder tree's into a cache
 file), kept in memory as one uint8 tensor (on the GPU when there is one) and augmented a whole
-batch at a time on that device (data.py): no PIL, no worker processes. A data set that does not
+batch at a time on that device (augment.py): no PIL, no worker processes. A data set that does not
 fit streams through a DataLoader with workers instead, into the same batched augmentation.
 
-Images are stored at the "load size" (data.load_size): CIFAR-sized ones as they are, larger ones
+Images are stored at the "load size" (augment.load_size): CIFAR-sized ones as they are, larger ones
 with the shorter side resized to 8/7 of the training size and the centre square kept.
 """
 import contextlib
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-import data
+import augment
 
 # torchvision is imported where it is used: importing it takes ~2 s, and a run on cached folder data
 # needs none of it
@@ -251,7 +251,7 @@ def guess_image_size(train_dir, files):
     if side < MIN_IMAGE_SIZE:
         raise DataError(f"the images in {train_dir} are {side} px (the median shorter side): too small for the nets "
                         f"here: give --image-size {MIN_IMAGE_SIZE} or more to enlarge them, or larger images")
-    return side if side <= data.PAD_CROP_MAX else 224
+    return side if side <= augment.PAD_CROP_MAX else 224
 
 
 # ---------------------------------------------------------------- the two paths
@@ -415,13 +415,14 @@ def holds_images(path):
 
 
 class Data:
-    """What the loop needs: the splits, which images of each to use, and how to view them."""
+    """A data set as the loop holds it: its splits, which images of each it uses, the sizes at which
+    augment.py cuts them, and the per-channel mean and std it normalises them with."""
 
     def __init__(self, dataset, train, test, classes, image_size, test_image_size, device,
                  val_split=0.0, subset=None, test_subset=None):
         self.dataset, self.train, self.test, self.classes = dataset, train, test, classes
-        self.image_size, self.load_size = image_size, data.load_size(image_size)
-        self.test_image_size, self.test_load_size = test_image_size, data.load_size(test_image_size)
+        self.image_size, self.load_size = image_size, augment.load_size(image_size)
+        self.test_image_size, self.test_load_size = test_image_size, augment.load_size(test_image_size)
         n_train = 0 if train is None else len(train)  # None: evaluate.py's test split alone
         self.train_index, self.val_index = fixed_split(n_train, val_split, subset)
         self.test_index, _ = fixed_split(len(test), 0, test_subset, test=True)
@@ -431,20 +432,9 @@ class Data:
         if train is not None and val_split and not len(self.val_index):  # else: no val_acc, and nothing says why
             raise DataError(f"--val-split {val_split} holds out none of the {n_train} training images ({n_train} x "
                             f"{val_split} rounds to 0): give at least {1 / n_train:.2g}, or drop the flag")
-        mean, std = data.MEAN_STD['folder' if dataset == 'folder' else dataset]
+        mean, std = augment.MEAN_STD['folder' if dataset == 'folder' else dataset]
         self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, 3, 1, 1)
-
-    def train_view(self, images, gen, jitter=0.0, pca_std=0.0):
-        """A training batch as the net sees it before the tricks and normalisation: data.train_view."""
-        return data.train_view(images, self.image_size, gen, jitter, pca_std)
-
-    def test_view(self, images):
-        """A test (or val) batch as the net sees it before normalisation: data.test_view."""
-        return data.test_view(images, self.test_image_size, self.test_load_size)
-
-    def normalize(self, x):
-        return data.normalize(x, self.mean, self.std)
 
 
 def load_test(path, dataset, image_size, test_image_size, device, log, cache_dir=None):
@@ -465,7 +455,7 @@ def load_test(path, dataset, image_size, test_image_size, device, log, cache_dir
     files, classes, others = list_images(test_dir, classes)
     if others:
         log(f"{test_dir}: left out {len(others)} files that are not images, e.g. {others[0]}")
-    size, square = data.load_size(test_image_size), image_size <= data.PAD_CROP_MAX
+    size, square = augment.load_size(test_image_size), image_size <= augment.PAD_CROP_MAX
     need, free = len(files) * 3 * size ** 2, available_memory(device)
     if need > free // 2:
         test = Streamed(files, size, square, device, min(8, os.cpu_count() or 1))
@@ -493,8 +483,8 @@ def load(source, test_image_size, device, log, val_split=0.0, subset=None, test_
         if left_out:
             log(f"{split_dir}: left out {len(left_out)} files that are not images, e.g. {left_out[0]}")
     files = {splits[0]: files, splits[1]: test_files}
-    square = source.image_size <= data.PAD_CROP_MAX
-    sizes = {splits[0]: data.load_size(source.image_size), splits[1]: data.load_size(test_image_size)}
+    square = source.image_size <= augment.PAD_CROP_MAX
+    sizes = {splits[0]: augment.load_size(source.image_size), splits[1]: augment.load_size(test_image_size)}
     need, free = sum(len(files[d]) * 3 * sizes[d] ** 2 for d in splits), available_memory(device)
     n = sum(len(f) for f in files.values())
     if stream or need > free // 2:

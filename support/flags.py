@@ -17,7 +17,7 @@ import re
 import sys
 from pathlib import Path
 
-import data
+import augment
 from support import datasets
 import models
 
@@ -281,10 +281,10 @@ def fill_in_defaults(args, changed):
     except datasets.DataError as e:
         fail(str(e))
     args.dataset, args.image_size = source.dataset, source.image_size
-    if args.test_scale != 1 and args.image_size <= data.PAD_CROP_MAX:
+    if args.test_scale != 1 and args.image_size <= augment.PAD_CROP_MAX:
         fail(f"--test-scale {args.test_scale}: images of {args.image_size} px are tested whole, at their own size; "
-             f"testing at another size needs folder data above {data.PAD_CROP_MAX} px")
-    args.arch = args.arch or ('resnet20' if args.image_size <= data.PAD_CROP_MAX else 'resnet18')
+             f"testing at another size needs folder data above {augment.PAD_CROP_MAX} px")
+    args.arch = args.arch or ('resnet20' if args.image_size <= augment.PAD_CROP_MAX else 'resnet18')
     if args.compile and args.cuda_graph:
         fail(f"--cuda-graph and --compile {args.compile}: the graph captures eager kernels; torch.compile's own "
              "CUDA graphs are --compile reduce-overhead: drop one of them")

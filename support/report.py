@@ -1,6 +1,7 @@
 """What a run prints: the opening line, one line per epoch, TensorBoard, and --summary's layer table."""
 import torch
 
+import augment
 from support.device import device_name
 from support.flags import describe, plural
 
@@ -93,7 +94,9 @@ def print_summary(run):
     images, _ = next(run.data.test.batches([run.data.test_index[:2]]))
     net.eval()
     try:
-        net(run.data.normalize(run.data.test_view(images)))
+        data = run.data
+        images = augment.test_view(images, data.test_image_size, data.test_load_size)
+        net(augment.normalize(images, data.mean, data.std))
     finally:
         for h in hooks:
             h.remove()

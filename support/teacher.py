@@ -33,9 +33,9 @@ def load_teacher(path, arch, num_classes):
 def check_teacher(saved, run):
     """Stop where the teacher (its model.pt, `saved`) saw images prepared otherwise than the student's, or,
     under --val-split, the student's val images."""
-    d, split = run.data, run.args.val_split
-    ours = {'classes': list(d.classes), 'image_size': d.image_size, 'mean': d.mean.flatten().tolist(),
-            'std': d.std.flatten().tolist()}
+    data, split = run.data, run.args.val_split
+    ours = {'classes': list(data.classes), 'image_size': data.image_size, 'mean': data.mean.flatten().tolist(),
+            'std': data.std.flatten().tolist()}
     for key in ours if saved else ():  # a state dict (--teacher-arch) says nothing of its data
         if saved[key] != ours[key]:
             fail(f"distill: the teacher's {key} ({saved[key]}) is not the student's ({ours[key]}): "

@@ -12,7 +12,6 @@ from PIL import Image
 from torchvision.io import write_jpeg, write_png
 
 REPO = Path(__file__).resolve().parents[1]
-CIFAR_TAR = REPO.parent / 'shared' / 'data' / 'cifar10-jpg.tar.gz'
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / 'tools'))  # the tools' modules: bench, summarize, tune
 
@@ -94,9 +93,9 @@ def smoke_data(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def cifar_copy(tmp_path_factory):
-    """A small ImageFolder cut of real CIFAR-10 images (100 train and 30 test per class): from the
-    JPEG copy in ../shared, or from what CIFAR_DIR names (tools/gpu.sh sets it to its DATA): that
-    copy unpacked, or torchvision's CIFAR-10 folder. Skipped without any of them."""
+    """A small ImageFolder cut of real CIFAR-10 images (100 train and 30 test per class), from what the
+    environment variable CIFAR_DIR names: CIFAR-10 as an ImageFolder tree of JPEGs, a .tar.gz of one,
+    or torchvision's CIFAR-10 folder (CI and tools/gpu.sh set it). Skipped without it."""
     root = tmp_path_factory.mktemp('cifar')
     keep = {'train': 100, 'test': 30}  # images per class
 
@@ -105,7 +104,16 @@ def cifar_copy(tmp_path_factory):
         return len(parts) == 3 and parts[0] in keep and Path(name).stem.isdigit() and int(Path(name).stem) < keep[parts[0]]
 
     source = os.environ.get('CIFAR_DIR')
-    if source and (Path(source) / 'cifar-10-batches-py').is_dir():  # torchvision's CIFAR-10: written out as PNGs
+    if not source:
+        pytest.skip("CIFAR_DIR is not set: point it at CIFAR-10 (an ImageFolder tree of JPEGs, a .tar.gz of one, or "
+                    "torchvision's CIFAR-10 folder) to run this test on real images")
+    if source.endswith(('.tar.gz', '.tgz')):  # the JPEG copy, packed: only the images kept are unpacked
+        with tarfile.open(source) as tar:
+            members = [m for m in tar if m.isfile() and wanted(m.name)]
+            for m in members:  # <anything>/<split>/<class>/NNNN.jpg -> cifar10/<split>/<class>/NNNN.jpg
+                m.name = str(Path('cifar10', *Path(m.name).parts[-3:]))
+            tar.extractall(root, members=members, filter='data')
+    elif (Path(source) / 'cifar-10-batches-py').is_dir():  # torchvision's CIFAR-10: written out as PNGs
         from support import datasets
         train_x, train_y, test_x, test_y, classes = datasets.load_cifar('cifar10', source)
         for split, images, labels in (('train', train_x, train_y), ('test', test_x, test_y)):
@@ -113,19 +121,13 @@ def cifar_copy(tmp_path_factory):
                 (root / 'cifar10' / split / name).mkdir(parents=True)
                 for i, index in enumerate((labels == label).nonzero().flatten()[:keep[split]].tolist()):
                     write_png(images[index], str(root / 'cifar10' / split / name / f'{i:04d}.png'))
-        return root / 'cifar10'
-    if source:  # the JPEG copy, unpacked
+    else:  # the JPEG copy, unpacked
         for path in Path(source).glob('*/*/*.jpg'):
             if wanted(str(path)):
                 (root / 'cifar10' / path.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(path, root / 'cifar10' / path.relative_to(source))
-        if not (root / 'cifar10').is_dir():
-            pytest.skip(f"CIFAR_DIR={source} holds neither train/<class>/NNNN.jpg nor torchvision's CIFAR-10")
-        return root / 'cifar10'
-    if not CIFAR_TAR.exists():
-        pytest.skip(f"the CIFAR-10 JPEG copy is not at {CIFAR_TAR} (only in this project's CI and dev machines)")
-    with tarfile.open(CIFAR_TAR) as tar:
-        tar.extractall(root, members=[m for m in tar if m.isfile() and wanted(m.name)], filter='data')
+    if not (root / 'cifar10' / 'train').is_dir():
+        pytest.skip(f"CIFAR_DIR={source} holds neither <split>/<class>/NNNN.jpg nor torchvision's CIFAR-10")
     return root / 'cifar10'
 
 

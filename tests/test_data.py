@@ -7,7 +7,7 @@ import torch
 
 import baseline
 import common
-import data
+import augment
 from conftest import run_argv
 from support import datasets
 
@@ -268,7 +268,7 @@ def test_a_truncated_cifar_archive_is_named_by_its_checksum(tmp_path, monkeypatc
 
 def test_random_crop_is_a_window_of_the_zero_padded_image_mirrored_for_about_half():
     images = torch.randint(1, 256, (200, 3, 8, 8), dtype=torch.uint8)  # no zeros inside
-    out = data.random_crop_flip(images, 4, gen())
+    out = augment.random_crop_flip(images, 4, gen())
     assert out.shape == images.shape and out.dtype == torch.uint8
     padded = torch.nn.functional.pad(images, (4, 4, 4, 4))
     offsets, mirrored = set(), 0
@@ -285,7 +285,7 @@ def test_random_crop_is_a_window_of_the_zero_padded_image_mirrored_for_about_hal
 
 def test_random_flip_flips_about_half_and_nothing_else():
     images = torch.rand(200, 3, 5, 7)
-    out = data.random_flip(images, gen())
+    out = augment.random_flip(images, gen())
     same = (out == images).flatten(1).all(1)
     mirrored = (out == images.flip(3)).flatten(1).all(1)
     assert (same | mirrored).all()
@@ -296,7 +296,7 @@ def test_random_resized_crop_boxes_lie_inside_and_keep_range():
     # an image whose pixel value is its column index: a crop of columns [x0, x1] only holds values inside it
     w = 40
     images = torch.arange(w, dtype=torch.float).expand(16, 3, w, w).contiguous()
-    out = data.random_resized_crop(images, 24, gen())
+    out = augment.random_resized_crop(images, 24, gen())
     assert out.shape == (16, 3, 24, 24)
     assert out.min() >= 0 and out.max() <= w - 1
     # a crop is a resampled box: values increase left to right
@@ -305,13 +305,13 @@ def test_random_resized_crop_boxes_lie_inside_and_keep_range():
 
 def test_test_view_is_the_centre_crop():
     images = torch.arange(10 * 10, dtype=torch.uint8).view(1, 1, 10, 10).expand(2, 3, 10, 10)
-    out = data.test_view(images, 6, 10)
+    out = augment.test_view(images, 6, 10)
     assert torch.equal(out * 255, images[:, :, 2:8, 2:8].float())
 
 
 def test_large_images_get_random_resized_crop_and_a_load_size_above_the_training_size():
-    assert data.load_size(32) == 32 and data.load_size(64) == 64 and data.load_size(224) == 256
-    out = data.train_view(torch.randint(0, 256, (4, 3, 110, 110), dtype=torch.uint8), 96, gen())
+    assert augment.load_size(32) == 32 and augment.load_size(64) == 64 and augment.load_size(224) == 256
+    out = augment.train_view(torch.randint(0, 256, (4, 3, 110, 110), dtype=torch.uint8), 96, gen())
     assert out.shape == (4, 3, 96, 96) and 0 <= out.min() and out.max() <= 1
 
 
@@ -338,11 +338,11 @@ def test_labels_follow_their_images_through_the_whole_pipeline(run_args):
 def test_pca_lighting_zero_std_is_the_identity_and_shifts_lie_in_the_eigenvector_span():
     x = torch.rand(16, 3, 8, 8)
     g = torch.Generator().manual_seed(0)
-    assert torch.equal(data.lighting(x, 0.0, g), x)
-    shift = data.lighting(x, 0.1, g) - x
+    assert torch.equal(augment.lighting(x, 0.0, g), x)
+    shift = augment.lighting(x, 0.1, g) - x
     assert torch.allclose(shift, shift[:, :, :1, :1].expand_as(shift))  # one colour per image
     colours = shift[:, :, 0, 0]
-    eigvec = torch.tensor(data.IMAGENET_EIGVEC)
+    eigvec = torch.tensor(augment.IMAGENET_EIGVEC)
     coords = torch.linalg.solve(eigvec, colours.T).T  # colour = eigvec @ coords
     torch.testing.assert_close(coords @ eigvec.T, colours)
     # the coordinates are alpha_j * eigval_j: the first component dominates, as ImageNet's spectrum
@@ -351,10 +351,10 @@ def test_pca_lighting_zero_std_is_the_identity_and_shifts_lie_in_the_eigenvector
 
 def test_color_jitter_keeps_range_and_dtype_and_changes_images():
     x = torch.rand(32, 3, 8, 8)
-    out = data.color_jitter(x, 0.4, torch.Generator().manual_seed(0))
+    out = augment.color_jitter(x, 0.4, torch.Generator().manual_seed(0))
     assert out.dtype == x.dtype and out.shape == x.shape and 0 <= out.min() and out.max() <= 1
     assert (out - x).abs().flatten(1).amax(1).min() > 0
-    same = data.color_jitter(x, 0.0, torch.Generator().manual_seed(0))
+    same = augment.color_jitter(x, 0.0, torch.Generator().manual_seed(0))
     torch.testing.assert_close(same, x)
 
 

@@ -33,14 +33,17 @@ def test_a_note_written_over_two_lines_in_run_all_sh_stays_one_line_in_rows_txt(
     assert keys <= {'preset', 'command', 'out', 'data', 'flags', 'jobs', 'seeds', 'note', 'row'}, keys
 
 
-def test_run_all_sh_edited_in_place_while_it_runs_goes_on_as_it_was(tmp_path):
-    """bash reads a script as it goes: an editor that rewrites run_all.sh in place during a run of
-    hours would shift what bash reads next, unless bash has read it all before it starts."""
-    script = tmp_path / 'run_all.sh'
+def test_run_all_sh_and_its_runner_edited_in_place_while_it_runs_go_on_as_they_were(tmp_path):
+    """bash reads a script as it goes: an editor that rewrites run_all.sh or tools/run_table.sh in place
+    during a run of hours would shift what bash reads next, unless bash has read it all before it starts."""
+    script, runner = tmp_path / 'run_all.sh', tmp_path / 'tools' / 'run_table.sh'
+    runner.parent.mkdir()
     script.write_text((REPO / 'run_all.sh').read_text())
-    fake = tmp_path / 'python'  # each call adds a line at the top of the script, in place; then fails
-    fake.write_text(f'#!/bin/sh\nold=$(cat {script})\nprintf "# a line added by an edit\\n%s\\n" "$old" > {script}\n'
-                    'exit 1\n')
+    runner.write_text((REPO / 'tools' / 'run_table.sh').read_text())
+    fake = tmp_path / 'python'  # each call adds a line at the top of both scripts, in place; then fails
+    fake.write_text('#!/bin/sh\n' + ''.join(
+        f'old=$(cat {f})\nprintf "# a line added by an edit\\n%s\\n" "$old" > {f}\n' for f in (script, runner)) +
+        'exit 1\n')
     fake.chmod(0o755)
     env = dict(os.environ, OUT=str(tmp_path / 'out'), PYTHON=str(fake), ROWS='baseline')
     proc = subprocess.run(['bash', str(script), 'smoke'], cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -48,7 +51,8 @@ def test_run_all_sh_edited_in_place_while_it_runs_goes_on_as_it_was(tmp_path):
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-2:] == [
         'run_all.sh smoke: failed: baseline s0 summarize',
         f"run_all.sh smoke: baseline s0: (it printed nothing; see {tmp_path / 'out' / 'baseline' / 's0.log'})"]
-    assert script.read_text().count('# a line added by an edit') >= 2  # the fake ran, and edited it
+    for f in (script, runner):
+        assert f.read_text().count('# a line added by an edit') >= 2  # the fake ran, and edited it
 
 
 @pytest.mark.parametrize('settings, message', [

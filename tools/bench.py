@@ -39,7 +39,7 @@ import torchvision.transforms as T
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the loop's modules, at the root
 import common  # noqa: E402
-import data  # noqa: E402
+import augment  # noqa: E402
 from support import datasets  # noqa: E402
 from support.device import device_name  # noqa: E402
 from support.flags import Parser  # noqa: E402
@@ -101,14 +101,15 @@ def cores():
 
 def conventional_loader(run, workers):
     """torchvision's dataset + per-image PIL transforms + DataLoader workers: the usual way."""
-    args, d = run.args, run.data
-    mean, std = d.mean.flatten().tolist(), d.std.flatten().tolist()
-    if d.image_size <= data.PAD_CROP_MAX:
-        resize = [T.Resize((d.image_size, d.image_size))] if args.dataset == 'folder' else []  # as the loop's load
-        augment = resize + [T.RandomCrop(d.image_size, padding=4), T.RandomHorizontalFlip()]
+    args, data = run.args, run.data
+    mean, std = data.mean.flatten().tolist(), data.std.flatten().tolist()
+    if data.image_size <= augment.PAD_CROP_MAX:
+        size = data.image_size
+        resize = [T.Resize((size, size))] if args.dataset == 'folder' else []  # as the loop's load
+        steps = resize + [T.RandomCrop(data.image_size, padding=4), T.RandomHorizontalFlip()]
     else:
-        augment = [T.RandomResizedCrop(d.image_size), T.RandomHorizontalFlip()]
-    transform = T.Compose(augment + [T.ToTensor(), T.Normalize(mean, std)])
+        steps = [T.RandomResizedCrop(data.image_size), T.RandomHorizontalFlip()]
+    transform = T.Compose(steps + [T.ToTensor(), T.Normalize(mean, std)])
     if args.dataset == 'folder':
         dataset = torchvision.datasets.ImageFolder(datasets.find_folder_splits(args.data)[0], transform=transform)
     else:

@@ -32,10 +32,9 @@ def load_size(image_size):
 def random_crop_flip(images, pad, gen):
     """Zero-pad by `pad`, cut a random crop of the original size, mirror a random half.
 
-    Two gathers (rows, then columns read backwards for the mirrored ones): measured 0.9 ms for
-    128 CIFAR images on 2 CPU cores, against 2.1 ms for 4-d indexing plus a separate flip. Few
-    operations (8 kernels), since a small net's step on a GPU is paced by its launches. gen is on
-    the images' device.
+    Two gathers (rows, then columns read backwards for the mirrored ones), not 4-d indexing and
+    a separate flip: fewer operations, since a small net's step on a GPU is paced by launching
+    them (docs/speed.md, "Operations per step"). gen is on the images' device.
     """
     n, c, h, w = images.shape
     padded = F.pad(images, (pad, pad, pad, pad))
