@@ -134,20 +134,22 @@ def test_a_ctrl_c_inside_two_holds_is_raised_once_when_the_outer_one_ends():
     assert done == ['inner', 'outer'] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_ctrl_c_ends_with_one_line_saying_what_last_pt_holds(run_args, tmp_path):
+@pytest.mark.parametrize('stop', [signal.SIGINT, signal.SIGTERM], ids=['ctrl-c', 'sigterm'])
+def test_ctrl_c_or_sigterm_ends_with_one_line_saying_what_last_pt_holds(stop, run_args, tmp_path):
     proc = subprocess.Popen([sys.executable, 'baseline.py', *run_args('--epochs', '1000')], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = tmp_path / 'run' / 'log.jsonl'
     deadline = time.time() + 120
     while time.time() < deadline and not (log.exists() and log.read_text().count('\n') >= 2):
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1 and 'Traceback' not in err
     saved = torch.load(tmp_path / 'run' / 'last.pt', weights_only=False)['epoch']
     assert err.strip().splitlines()[-1] == (f"error: interrupted: {tmp_path / 'run'}/last.pt holds {saved} of 1000 "
                                             "epochs; the same command with --resume carries on from there")
     assert saved == len(log.read_text().splitlines()) >= 2
+    assert not list((tmp_path / 'run').glob('*.tmp*'))
 
 
 def test_ctrl_c_in_epoch_1_says_nothing_is_saved_yet(run_args, tmp_path, monkeypatch):
@@ -252,22 +254,6 @@ def test_sigterm_while_saving_is_held_like_ctrl_c():
                 done.append('log')
                 done.append('last.pt')
     assert done == ['log', 'last.pt'] and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
-
-
-def test_sigterm_ends_with_one_line_saying_what_last_pt_holds(run_args, tmp_path):
-    proc = subprocess.Popen([sys.executable, 'baseline.py', *run_args('--epochs', '1000')], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    log = tmp_path / 'run' / 'log.jsonl'
-    deadline = time.time() + 120
-    while time.time() < deadline and not (log.exists() and log.read_text().count('\n') >= 1):
-        time.sleep(0.05)
-    proc.terminate()
-    _, err = proc.communicate(timeout=60)
-    saved = torch.load(tmp_path / 'run' / 'last.pt', weights_only=False)['epoch']
-    assert proc.returncode == 1 and err.strip().splitlines()[-1] == (
-        f"error: interrupted: {tmp_path / 'run'}/last.pt holds {saved} of 1000 epochs; the same command with --resume "
-        "carries on from there")
-    assert not list((tmp_path / 'run').glob('*.tmp*'))
 
 
 def default_out(script, *argv):
