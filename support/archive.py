@@ -71,14 +71,14 @@ def claimed(out, rank, log):
     which names the holder's pid. flock, not fcntl's locks: a flock belongs to its open file, so two runs in
     one process exclude each other too, and closing another descriptor on the file keeps it; the kernel drops
     it when the process dies, so no lock is ever stale. A second run on the folder stops here, before it writes
-    anything. A folder this hold made goes again if the run saves nothing in it. Under torchrun only rank 0
+    anything. The folders this hold made go again if the run saves nothing in them. Under torchrun only rank 0
     writes, so only rank 0 holds it."""
     if rank != 0:
         yield
         return
     if out.exists() and not out.is_dir():
         fail(f"--out {out} is a file: give a folder for the run")
-    made = not out.exists()
+    made = [p for p in [out, *out.parents] if not p.exists()]  # the folders this hold makes, deepest first
     try:
         out.mkdir(parents=True, exist_ok=True)
         lock = open(out / LOCK, 'a+')
@@ -106,7 +106,8 @@ def claimed(out, rank, log):
         if made and held and all(p.name == LOCK for p in out.iterdir()):
             with contextlib.suppress(OSError):
                 (out / LOCK).unlink()
-                out.rmdir()
+                for folder in made:
+                    folder.rmdir()
         lock.close()  # the flock goes with it
 
 

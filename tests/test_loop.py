@@ -304,8 +304,8 @@ def test_force_keeps_the_old_run_when_the_new_command_fails_its_checks(run_args,
     with pytest.raises(SystemExit, match=message):
         common.main(baseline, run_args('--force', *flags_that_fail))
     assert {p.name: p.read_bytes() for p in (tmp_path / 'run').iterdir()} == before
-    with pytest.raises(SystemExit, match=message):  # and a new folder is not left behind
-        common.main(baseline, run_args(*flags_that_fail, out='new'))
+    with pytest.raises(SystemExit, match=message):  # and a new folder is not left behind, nor its new parents
+        common.main(baseline, run_args(*flags_that_fail, out='new/deeper/run'))
     assert not (tmp_path / 'new').exists()
 
 
