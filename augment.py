@@ -6,7 +6,8 @@ Images are held at the "load size" L (support/datasets.py) and cut to the traini
   L x L; train: random resized crop (8%-100% of the area, aspect 3/4-4/3) to S x S via
   `roi_align`, random flip; test: centre S x S crop (the usual resize-256-crop-224).
 Then, optionally, the paper's colour augmentation (colour jitter, PCA lighting), and last, after
-the tricks' batch hooks, normalisation by the training images' per-channel mean and std.
+the tricks' batch hooks, normalisation by a per-channel mean and std (CIFAR's own; ImageNet's for
+folder data, as the paper).
 
 Each function takes a whole batch: one gather or one roi_align for the crops of all its images,
 the random numbers drawn on the images' device (gen), so nothing waits for the GPU.

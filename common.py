@@ -358,7 +358,7 @@ def main(script, argv=None):
     args, tricks, trick_flags, changed = parse(script, argv, RECIPE)
     rank, world, device = start_processes(args)
     log = report.printer(rank)
-    source = fill_in_defaults(args, changed)
+    source = fill_in_defaults(args, changed)  # the data set behind --data, and --out: given, or one per command
     out = Path(args.out)
     fingerprint = datasets.fingerprint(source, args.val_split, args.subset, args.test_subset)
     with archive.stop_signals(), archive.claimed(out, rank, log):  # one run in a folder at a time
@@ -370,7 +370,7 @@ def main(script, argv=None):
             run = build(args, tricks, trick_flags, rank, world, device, source, log, fingerprint)
             archive.begin(run, state, progress)  # --force clears the old run only now; --resume loads last.pt
             board = report.opening(run)
-            for epoch in range(progress.saved, args.epochs):
+            for epoch in range(progress.saved, args.epochs):  # from the last epoch last.pt holds (--resume)
                 t0 = time.perf_counter()
                 row, images_per_sec = train(run, epoch)
                 row.update(evaluate_epoch(run, epoch))

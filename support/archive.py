@@ -10,6 +10,7 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -116,6 +117,8 @@ def check_run_dir(out, args, trick_flags, rank, fingerprint, log):
     finished run made on other data for this one. It reads and removes nothing: --force removes the old
     run (clear_run) only once the new command has passed every check before training."""
     finished, unfinished = (out / 'result.json').exists(), (out / 'last.pt').exists()
+    if args.force and args.resume:
+        fail("--force starts the run over and --resume carries it on: drop one of them")
     if args.force:
         return 'fresh'
     if finished:
@@ -136,6 +139,7 @@ def clear_run(out):
     """--force: the old run's files go, once the new run is ready to train."""
     for f in ('result.json', 'last.pt', 'model.pt', 'log.jsonl'):
         (out / f).unlink(missing_ok=True)
+    shutil.rmtree(out / 'tensorboard', ignore_errors=True)  # else TensorBoard shows both runs as one
 
 
 def read_result(out):
@@ -214,8 +218,9 @@ def resume(run, path):
     """Restore a run from last.pt; returns (epochs done, best val acc, wall seconds so far)."""
     try:
         state = torch.load(path, map_location=run.device, weights_only=True)
-    except Exception as e:
-        fail(f"cannot read {path} ({str(e).splitlines()[0]}): --force starts the run over")
+    except Exception as e:  # a file cut short, or no checkpoint at all: torch's own words say little ('105')
+        fail(f"cannot read {path} (not a file torch.save wrote, or one cut short: {type(e).__name__}): --force "
+             "starts the run over")
     if not (isinstance(state, dict) and isinstance(state.get('args'), dict) and isinstance(state.get('tricks'), dict)
             and {'model', 'optimizer', 'epoch', 'rng'} <= state.keys()):
         fail(f"{path} is not a checkpoint of this project: --force starts the run over, or pick another --out")
@@ -250,7 +255,8 @@ def read_log(path, upto):
         except json.JSONDecodeError:
             row = 'bad'
         if row is not None and not (isinstance(row, dict) and isinstance(row.get('epoch'), int)):
-            fail(f"{path}, line {number}, is not an epoch's line of this project: --force starts the run over")
+            fail(f"{path}, line {number}, is not an epoch's line of this project: mend or delete that line, or "
+                 "--force starts the run over")
         rows += [row] if row else []
     return [r for r in rows if r['epoch'] <= upto]
 
@@ -306,6 +312,9 @@ def begin(run, state, progress):
         progress.saved, progress.best_val, progress.wall_before = resume(run, run.out / 'last.pt')
         run.log(f"resumed {run.out} after epoch {progress.saved}")
     progress.rows = read_log(run.out / 'log.jsonl', progress.saved)
+    if len(progress.rows) < progress.saved:  # log.jsonl is written before last.pt: it was cut or deleted
+        fail(f"{run.out}/log.jsonl holds {len(progress.rows)} of the {progress.saved} epochs that last.pt holds: "
+             "--force starts the run over")
     progress.begun = True
 
 

@@ -207,7 +207,8 @@ def import_tricks(script, argv):
         if module is None or not defines_a_trick(module):
             choices = sorted(p.stem for p in HERE.glob('*.py') if p.stem != 'common' and
                              any(f'def {n}(' in p.read_text() or f'{n} =' in p.read_text() for n in CONTRACT))
-            what = 'defines no trick' if module else 'is not a script here' if name.isidentifier() else \
+            what = 'defines no trick' if module else 'is the loop itself, not a trick' if name == 'common' else \
+                'is not a script here' if name.isidentifier() else \
                 'is not a trick: --with takes the name of a script beside common.py, not a path'
             fail(f"--with {name}: {name}.py {what}; choose from {', '.join(choices)}")
         if name in map(trick_name, tricks):
@@ -307,11 +308,14 @@ def run_dir(args, changed):
 
 
 def folder_word(value):
-    """A flag's value as a part of a folder name: a path by its file name, lists joined by commas, no
-    character a shell or a file system would take otherwise."""
+    """A flag's value as a part of a folder name: a path by its file name and a short digest of where it is
+    (runs/a/model.pt and runs/b/model.pt are two teachers), lists joined by commas, no character a shell or a
+    file system would take otherwise."""
     if isinstance(value, list):
         return ','.join(map(folder_word, value))
-    text = Path(value).name if isinstance(value, str) and '/' in value else str(value)
+    text = str(value)
+    if isinstance(value, str) and '/' in value:
+        text = f"{Path(value).name}.{hashlib.sha1(str(Path(value).resolve()).encode()).hexdigest()[:6]}"
     return re.sub(r'[^A-Za-z0-9.,+=_-]', '_', text)
 
 

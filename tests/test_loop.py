@@ -271,7 +271,10 @@ def test_the_default_folder_names_the_command(tmp_path):
         == 'runs/mixup-alpha=0.3-lr=0.05-resnet20-cifar10-s0'  # a fixed order, each value as result.json has it
     assert default_out(baseline, '--with', 'cosine', '--milestones', '0.3', '0.6', '--no-channels-last',
                        '--device', 'cpu', '--threads', '1') == 'runs/baseline+cosine-milestones=0.3,0.6-resnet20-cifar10-s0'
-    assert default_out(distill, '--teacher', 'runs/t/s0/model.pt') == 'runs/distill-teacher=model.pt-resnet20-cifar10-s0'
+    teacher = default_out(distill, '--teacher', 'runs/t/s0/model.pt')  # a path: its file name and where it is
+    assert teacher.startswith('runs/distill-teacher=model.pt.') and teacher.endswith('-resnet20-cifar10-s0')
+    assert teacher == default_out(distill, '--teacher', './runs/t/s0/model.pt')
+    assert teacher != default_out(distill, '--teacher', 'runs/u/s0/model.pt')  # another teacher, another folder
     long = default_out(baseline, '--weights', 'a' * 120 + '.pth')
     assert len(long) == len('runs/') + 100 and long.startswith('runs/baseline-weights=aaaa') and long[-9] == '-'
     assert long != default_out(baseline, '--weights', 'a' * 121 + '.pth')  # cut, but the digest tells them apart
@@ -309,6 +312,23 @@ def test_force_keeps_the_old_run_when_the_new_command_fails_its_checks(run_args,
     assert not (tmp_path / 'new').exists()
 
 
+def test_force_with_resume_is_refused_and_force_clears_the_old_runs_tensorboard(run_args, tmp_path):
+    common.main(baseline, run_args('--tensorboard'))
+    with pytest.raises(SystemExit, match='--force starts the run over and --resume carries it on: drop one'):
+        common.main(baseline, run_args('--force', '--resume'))
+    events = list((tmp_path / 'run' / 'tensorboard').iterdir())
+    common.main(baseline, run_args('--force', '--tensorboard'))
+    assert not set(events) & set((tmp_path / 'run' / 'tensorboard').iterdir())  # the old run's events are gone
+
+
+def test_a_log_that_lost_the_epochs_last_pt_holds_is_named(run_args, tmp_path):
+    common.main(baseline, run_args('--epochs', '2'))
+    for f in ('result.json', 'log.jsonl'):
+        (tmp_path / 'run' / f).unlink()
+    with pytest.raises(SystemExit, match=r"log.jsonl holds 0 of the 2 epochs that last.pt holds: --force starts"):
+        common.main(baseline, run_args('--epochs', '2', '--resume'))
+
+
 def damage(path, how):
     if how == 'garbage':
         path.write_text('{"args": {"lr": 0.1}, "fin')
@@ -332,7 +352,7 @@ def test_resume_on_a_damaged_log_or_a_last_pt_of_elsewhere_names_it_and_force(ru
     (out / 'result.json').unlink()
     log = (out / 'log.jsonl').read_text()
     (out / 'log.jsonl').write_text('not json\n' + log)
-    with pytest.raises(SystemExit, match=rf"{out / 'log.jsonl'}, line 1, is not an epoch's line .* --force starts"):
+    with pytest.raises(SystemExit, match=rf"{out / 'log.jsonl'}, line 1, is not an epoch's line .*: mend or delete"):
         common.main(baseline, run_args('--epochs', '2', '--resume'))
     (out / 'log.jsonl').write_text(log)
     for other in ([1, 2, 3], {'args': {'lr': 0.1}, 'model': {}}):  # not a checkpoint; another program's
@@ -432,7 +452,7 @@ def test_a_trick_made_by_copying_mixup_works_alone_and_under_with(run_args, tric
 def test_with_given_twice_adds_both_and_common_is_no_trick(run_args, tmp_path):
     result = common.main(baseline, run_args('--with', 'cosine', '--with', 'labelsmooth', out='twice'))
     assert list(result['tricks']) == ['cosine', 'labelsmooth'] and result['args']['with_'] == ['cosine', 'labelsmooth']
-    with pytest.raises(SystemExit, match=r'--with common: common\.py is not a script here'):
+    with pytest.raises(SystemExit, match=r'--with common: common\.py is the loop itself, not a trick'):
         common.main(baseline, run_args('--with', 'common'))
 
 

@@ -24,11 +24,13 @@ def run_all(root, data, out, rows=None, extra='', jobs=2, published='', **popen)
 
 def test_a_note_written_over_two_lines_in_run_all_sh_stays_one_line_in_rows_txt(tmp_path):
     # PYTHON=false: every run fails at once; rows.txt is written before them
-    env = dict(os.environ, OUT=str(tmp_path / 'out'), PYTHON='false', SEEDS='1', ROWS='baseline')
+    # ROWS written over two lines: the record of the command in rows.txt stays one line too
+    env = dict(os.environ, OUT=str(tmp_path / 'out'), PYTHON='false', SEEDS='1', ROWS='baseline\n   cosine')
     subprocess.run(['bash', 'run_all.sh', 'resnet18'], cwd=REPO, env=env, capture_output=True, timeout=60)
     lines = (tmp_path / 'out' / 'rows.txt').read_text().splitlines()
     notes = [line for line in lines if line.startswith('note ')]
     assert any('93.10 (baseline)' in n and '94.63 (all four): one run each' in n for n in notes), notes
+    assert any(line.startswith('command ') and line.endswith(' bash run_all.sh resnet18') for line in lines)
     keys = {line.split()[0] for line in lines}
     assert keys <= {'preset', 'command', 'out', 'data', 'flags', 'jobs', 'seeds', 'note', 'row'}, keys
 

@@ -170,7 +170,7 @@ carry_published() {
 
 COMMAND="bash run_all.sh $PRESET"
 for v in DATA SEEDS ROWS OUT EXTRA WEIGHTS BUDGET JOBS; do  # the variables the caller set, for the record
-  [[ -n ${!v+x} && $(env | grep -c "^$v=") -gt 0 ]] && COMMAND="$v=\"${!v}\" $COMMAND"
+  [[ -n ${!v+x} && $(env | grep -c "^$v=") -gt 0 ]] && COMMAND="$v=\"$(tr -s ' \n' '  ' <<< "${!v}" | sed 's/ $//')\" $COMMAND"
 done
 mkdir -p "$OUT"
 rm -f "$OUT/paused"  # written by a run stopped (or not started) at the time budget
