@@ -168,6 +168,8 @@ def train_batches(run, epoch):
     order = augment.to_device(order, data.train.labels.device)  # one copy per epoch, not one per batch
     share = args.batch_size // run.world
     starts = [step * args.batch_size + run.rank * share for step in range(run.steps_per_epoch)]
+    # each batch: uint8 images and their labels, one gather from the split in memory on the device (a split too
+    # large for memory comes from DataLoader workers instead: support/datasets.py)
     for images, labels in data.train.batches(order[start:start + share] for start in starts):
         images = augment.train_view(images, data.image_size, run.gen, args.color_jitter, args.lighting)
         targets = F.one_hot(labels, len(data.classes)).float()

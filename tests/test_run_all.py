@@ -101,6 +101,21 @@ def test_a_table_whose_runs_fail_ends_with_the_first_runs_cause(tmp_path):
     assert proc.stderr.strip().splitlines()[-1] == 'run_all.sh smoke: baseline s0: error: no data in missing/: give --data'
 
 
+def test_the_cpu_preset_runs_the_papers_rows_and_a_rows_own_flags_come_last(tmp_path):
+    calls = tmp_path / 'calls'
+    env = dict(os.environ, OUT=str(tmp_path / 'out'), SEEDS='1', DATA=str(tmp_path),
+               PYTHON=fake_python(tmp_path, f'echo "$*" >> {calls}; exit 1'))
+    subprocess.run(['bash', 'run_all.sh', 'cpu'], cwd=REPO, env=env, capture_output=True, timeout=120)
+    rows = [line.split()[1] for line in (tmp_path / 'out' / 'rows.txt').read_text().splitlines() if line.startswith('row ')]
+    assert rows == ['baseline', 'warmup', 'zerogamma', 'nobiasdecay', 'resnet_d', 'cosine', 'labelsmooth', 'mixup',
+                    'distill', 'largebatch', 'largebatch+warmup']
+    large = [c for c in calls.read_text().splitlines() if c.startswith('largebatch.py')]
+    assert large[0].startswith('largebatch.py --arch resnet20 --epochs 6 --batch-size 128 --batch-size 1024 '
+                               '--warmup-epochs 0 --seed 0')  # argparse takes the last: the row's 1024
+    assert any(c.startswith('baseline.py --arch resnet20 --epochs 6 --batch-size 128 --epochs 46 --seed 0')
+               for c in calls.read_text().splitlines())  # the teacher
+
+
 def test_sighup_stops_the_runs_as_ctrl_c_does(tmp_path):
     pids = tmp_path / 'pids'
     env = dict(os.environ, OUT=str(tmp_path / 'out'), ROWS='baseline',

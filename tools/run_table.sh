@@ -183,20 +183,24 @@ carry_published
 
 # Every run of the table in the order they start: the distillation teacher first (a bigger net, the
 # preset's recipe, so the longest run), then every row and seed beside it, the distillation rows last.
+# A run's command: the row's script, the preset's FLAGS, then the row's own flags, which win where
+# they set the same flag (largebatch's --batch-size 1024 over the preset's 128).
 each_run() {  # each_run FUNCTION: FUNCTION NAME DIR SCRIPT FLAGS... for each run
-  local r s distill=''; [[ " $ROWS " == *" distill "* ]] && distill=1
+  local r s row distill=''; [[ " $ROWS " == *" distill "* ]] && distill=1
   # shellcheck disable=SC2086
   [[ -z $distill ]] || "$1" teacher "$OUT/teacher/s0" baseline.py $FLAGS $TEACHER --seed 0
   for r in $ROWS; do
     [[ $r == distill ]] && continue
+    read -ra row <<< "$(row_command "$r")"
     for ((s = 0; s < SEEDS; s++)); do
       # shellcheck disable=SC2086
-      "$1" "$r s$s" "$OUT/$r/s$s" $(row_command "$r") $FLAGS --seed $s
+      "$1" "$r s$s" "$OUT/$r/s$s" "${row[0]}" $FLAGS "${row[@]:1}" --seed $s
     done
   done
+  read -ra row <<< "$(row_command distill)"
   for ((s = 0; s < SEEDS && distill; s++)); do
     # shellcheck disable=SC2086
-    "$1" "distill s$s" "$OUT/distill/s$s" $(row_command distill) $FLAGS --seed $s
+    "$1" "distill s$s" "$OUT/distill/s$s" "${row[0]}" $FLAGS "${row[@]:1}" --seed $s
   done
 }
 

@@ -22,6 +22,8 @@ from pathlib import Path
 # What the papers report for each row: the change in top-1 (ResNet-50 on ImageNet unless said)
 PAPER = {
     'warmup': '+0.76 (75.17 -> 75.93, batch 1024; He et al. Table 4)',
+    'largebatch': '-0.70 (75.87 -> 75.17, batch 256 -> 1024, linear lr scaling alone; Table 4)',
+    'largebatch+warmup': '+0.06 (75.87 -> 75.93, batch 256 -> 1024, with warmup; Table 4)',
     'zerogamma': '+0.44 (75.93 -> 76.37, batch 1024, on warmup; Table 4)',
     'nobiasdecay': '-0.34 (76.37 -> 76.03, batch 1024; Table 4)',
     'resnet_d': '+0.95 (76.21 -> 77.16, B+C+D; Table 5)',
