@@ -123,10 +123,10 @@ def difference(row, reference):
     return d, se, half, paired
 
 
-def machines(runs, header):
+def machines(runs, teacher_seconds=0.0):
     """The machines the runs trained on, with how many runs each, and the hours all of them took (the
     distillation teacher's included)."""
-    devices, seconds = {}, header.get('teacher_seconds', 0.0)
+    devices, seconds = {}, teacher_seconds
     for seeds in runs.values():
         for result, _ in seeds:
             key = f"{result['device']}, torch {result['torch']}"
@@ -149,7 +149,10 @@ def diverged_runs(root, order):
     return found
 
 
-def table(runs, header, missing, preset, damaged=None):
+def table(runs, header, missing, preset, damaged=None, diverged=None, teacher_seconds=0.0):
+    """The page's text, and each row's (delta, half-width of its 95% interval). diverged: {row: [seed folders]}
+    of runs whose loss stopped being a number; teacher_seconds: the teacher's wall time, counted in the hours."""
+    diverged = diverged or {}
     by_seed = {row: {r['args']['seed']: r['final_test_acc'] for r, _ in seeds} for row, seeds in runs.items()}
     accs = {row: list(seeds.values()) for row, seeds in by_seed.items()}
     reference = next((r for r in REFERENCE_ROWS if r in accs), None)
@@ -159,7 +162,7 @@ def table(runs, header, missing, preset, damaged=None):
             lines.append(f"- {key}: `{header[key][0]}`")
     lines.append(f"- command: `{header.get('command', [f'bash run_all.sh {preset}'])[0]}`, then "
                  f"`python tools/summarize.py {header.get('out', [f'runs/{preset}'])[0]}`")
-    lines += machines(runs, header)
+    lines += machines(runs, teacher_seconds)
     for note in header.get('note', []):
         lines.append(f"- note: {note}")
     if 'teacher' in header:
@@ -191,12 +194,12 @@ def table(runs, header, missing, preset, damaged=None):
         seeds = f"{len(values)} of {planned}" if len(values) < planned else f"{len(values)}"  # a table still filling
         if (damaged or {}).get(row):  # the row is marked: it holds fewer seeds than were run
             seeds += f" ({len(damaged[row])} damaged, left out)"
-        if header.get('diverged', {}).get(row):
-            seeds += f" (+{len(header['diverged'][row])} diverged)"
+        if diverged.get(row):
+            seeds += f" (+{len(diverged[row])} diverged)"
         lines.append(f"| {row} | {tricks} | {acc} | {delta} | {seeds} | {results[0]['epochs']} | "
                      f"{wall} | {PAPER.get(row, '-')} |")
-    for row in [r for r in header.get('diverged', {}) if r not in runs]:  # every seed diverged: said, not dropped
-        lines.append(f"| {row} | - | diverged | - | 0 (+{len(header['diverged'][row])} diverged) | - | - | "
+    for row in [r for r in diverged if r not in runs]:  # every seed diverged: said, not dropped
+        lines.append(f"| {row} | - | diverged | - | 0 (+{len(diverged[row])} diverged) | - | - | "
                      f"{PAPER.get(row, '-')} |")
     for row in [r for r in damaged or {} if r not in runs]:  # every seed damaged: the row is there, empty
         lines.append(f"| {row} | - | - | - | 0 ({len(damaged[row])} damaged, left out) | - | - | "
@@ -252,13 +255,13 @@ def main(argv=None):
         for why in whys:
             print(f"warning: {why}: left out of the table (delete it and run run_all.sh again to redo that run)",
                   file=sys.stderr)
-    teacher = root / 'teacher' / 's0' / 'result.json'
+    teacher, teacher_seconds = root / 'teacher' / 's0' / 'result.json', 0.0
     if teacher.exists():
         try:
             t, _ = read_run(teacher)
             header['teacher'] = [f"{t['args'].get('arch')}, {t['epochs']} epochs, {t['final_test_acc']:.2f}% "
                                  "(trained by run_all.sh, the baseline's recipe)"]
-            header['teacher_seconds'] = t['wall_seconds']
+            teacher_seconds = t['wall_seconds']
         except ValueError as e:
             print(f"warning: {e}: the table names no teacher", file=sys.stderr)
     if not runs and damaged:
@@ -266,13 +269,13 @@ def main(argv=None):
                          "them and run run_all.sh again")
     if not runs:
         raise SystemExit(f"error: no finished run under {root} (expected {root}/<row>/s<seed>/result.json)")
-    header['diverged'] = diverged_runs(root, list(runs) + missing + list(damaged))
-    missing = [r for r in missing if r not in header['diverged']]
+    diverged = diverged_runs(root, list(runs) + missing + list(damaged))
+    missing = [r for r in missing if r not in diverged]
     preset = header.get('preset', [root.name])[0]
     header.setdefault('note', []).extend(args.note)
     out = Path(args.out or root)
     out.mkdir(parents=True, exist_ok=True)
-    text, deltas = table(runs, header, missing, preset, damaged)
+    text, deltas = table(runs, header, missing, preset, damaged, diverged, teacher_seconds)
     (out / f'ablation-{preset}.md').write_text(text)
     print(text)
     print(f"wrote {out / f'ablation-{preset}.md'}")
