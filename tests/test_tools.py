@@ -22,7 +22,7 @@ def fake_run(root, row, seed, acc, epochs=3):
     d = root / row / f's{seed}'
     d.mkdir(parents=True)
     result = {'final_test_acc': acc, 'tricks': {} if row == 'baseline' else {row: {}}, 'epochs': epochs,
-              'wall_seconds': 90.0, 'device': 'cpu: test', 'torch': 'x', 'args': {'arch': 'resnet20', 'seed': seed}}
+              'wall_seconds': 90.0, 'device': 'cpu: test', 'torch': 'x', 'args': {'arch': 'resnet20', 'seed': seed, 'batch_size': 128}}
     (d / 'result.json').write_text(json.dumps(result))
     (d / 'log.jsonl').write_text(''.join(json.dumps({'epoch': e + 1, 'test_acc': acc - 2 + e}) + '\n'
                                          for e in range(epochs)))
@@ -67,6 +67,34 @@ def test_summarize_shows_the_seeds_of_a_table_still_filling(tmp_path):
     lines = {line.split('|')[1].strip(): line.split('|') for line in text.splitlines() if line.startswith('| ')}
     assert lines['baseline'][5].strip() == '3' and lines['cosine'][5].strip() == '1 of 3'
     assert 'Not finished yet: mixup' in text
+
+
+def test_summarize_gives_what_readme_and_the_docstrings_quote(tmp_path, capsys):
+    root = tmp_path / 'cpu'
+    for seed, (b, w, n, lb) in enumerate([(70.0, 73.0, 69.0, 71.0), (72.0, 75.0, 73.0, 73.5)]):
+        fake_run(root, 'baseline', seed, b)
+        fake_run(root, 'warmup', seed, w)  # +3 at each seed: no noise
+        fake_run(root, 'nobiasdecay', seed, n)  # -1 and +1: noise
+        fake_run(root, 'largebatch+warmup', seed, lb)
+    fake_run(root, 'cosine', 0, 72.0)  # 1 of 2 seeds: still training, quoted nowhere
+    (root / 'rows.txt').write_text('preset cpu\nseeds 2\nrow baseline baseline.py\nrow warmup warmup.py\n'
+                                   'row nobiasdecay nobiasdecay.py\nrow cosine cosine.py\nrow mixup mixup.py\n'
+                                   'row largebatch+warmup largebatch.py --batch-size 1024\n')
+    summarize.main([str(root), '--out', str(tmp_path / 'docs'), '--data-name', 'CIFAR-10'])
+    runs, header, _, _ = summarize.read_runs(root)
+    readme, measured = summarize.published(runs, header, 'docs/ablation-cpu.md', 'CIFAR-10')
+    assert readme.splitlines()[2:] == [
+        '| baseline | 71.00 +- 1.41 | - | - |',
+        '| warmup | 74.00 +- 1.41 | +3.00 +- 0.00 | +0.76 |',
+        '| nobiasdecay | 71.00 +- 2.83 | +0.00 +- 12.71 (noise) | -0.34 |',  # sd 1.41 / sqrt 2 x 12.71
+        '| largebatch+warmup | 72.25 +- 1.77 | +1.25 +- 3.18 (noise) | +0.06 |', '',
+        'Still training: cosine, mixup (the seeds done so far are on [the page](docs/ablation-cpu.md)).']
+    assert measured['warmup.py'] == ['Measured here (docs/ablation-cpu.md, row warmup: resnet20, CIFAR-10, 3 epochs, '
+                                     'batch 128, 2 seeds): 71.00 -> 74.00 top-1, +3.00 +- 0.00 (95% interval).']
+    assert measured['nobiasdecay.py'][0].endswith('+0.00 +- 12.71 (95% interval: noise).')
+    assert list(measured) == ['warmup.py', 'nobiasdecay.py', 'largebatch.py']  # the row's script, from rows.txt
+    printed, _ = summarize.published(runs, header, tmp_path / 'docs' / 'ablation-cpu.md', 'CIFAR-10')
+    assert printed in capsys.readouterr().out  # summarize prints them for README and the docstrings
 
 
 def test_summarize_names_every_machine_and_reports_a_diverged_run(tmp_path):

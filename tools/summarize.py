@@ -78,10 +78,9 @@ def read_runs(root):
     if rows_file.exists():
         for line in rows_file.read_text().splitlines():
             key, _, value = line.partition(' ')
+            header.setdefault(key, []).append(value)
             if key == 'row':
                 order.append(value.split()[0])
-            else:
-                header.setdefault(key, []).append(value)
     found = sorted(p.parent.parent.name for p in root.glob('*/s*/result.json') if p.parent.parent.name != 'teacher')
     runs, damaged = {}, {}
     for row in order + [r for r in dict.fromkeys(found) if r not in order]:
@@ -212,6 +211,37 @@ def table(runs, header, missing, preset, damaged=None, diverged=None, teacher_se
     return '\n'.join(lines) + '\n', deltas
 
 
+def published(runs, header, page, data_name):
+    """What the repo quotes from a table, recomputed from its raw results: README's Results table (the rows
+    whose seeds are all in, beside the paper's change) and, per script, the "Measured here" lines of its
+    docstring. page: where the table is, as README links it."""
+    planned = int(header.get('seeds', ['0'])[0])
+    by_seed = {row: {r['args']['seed']: r['final_test_acc'] for r, _ in seeds} for row, seeds in runs.items()}
+    done = [row for row in by_seed if len(by_seed[row]) >= planned]
+    reference = next((r for r in REFERENCE_ROWS if r in done), None)
+    scripts = dict(line.split()[:2] for line in header.get('row', []))
+    lines = ["| Row | Test acc. (%) | Delta (95% interval) | Reported |", "|---|---|---|---|"]
+    measured = {}
+    for row in done:
+        mean, std = stats(list(by_seed[row].values()))
+        delta = '-'
+        if reference and row != reference:
+            d, _, half, _ = difference(by_seed[row], by_seed[reference])
+            noise = abs(d) < half
+            delta = f"{d:+.2f} +- {half:.2f}" + (' (noise)' if noise else '')
+            args = runs[row][0][0]['args']
+            measured.setdefault(scripts.get(row, f'{row}.py'), []).append(
+                f"Measured here ({page}, row {row}: {args['arch']}, {data_name}, {runs[row][0][0]['epochs']} "
+                f"epochs, batch {args['batch_size']}, {len(by_seed[row])} seeds): "
+                f"{statistics.fmean(by_seed[reference].values()):.2f} -> {mean:.2f} top-1, {d:+.2f} +- {half:.2f} "
+                f"(95% interval{': noise' if noise else ''}).")
+        lines.append(f"| {row} | {mean:.2f} +- {std:.2f} | {delta} | {PAPER.get(row, '-').split(' ')[0]} |")
+    training = [row for row in scripts if row not in done]
+    if training:
+        lines += ["", f"Still training: {', '.join(training)} (the seeds done so far are on [the page]({page}))."]
+    return '\n'.join(lines) + '\n', measured
+
+
 def plot(runs, deltas, path):
     """Test accuracy per epoch (mean over seeds) for each row, and the deltas with their 95% intervals."""
     try:
@@ -248,6 +278,8 @@ def main(argv=None):
     parser.add_argument('runs', help='the preset folder, e.g. runs/cpu')
     parser.add_argument('--out', help='where to write the table and plot (default: the preset folder)')
     parser.add_argument('--note', action='append', default=[], help='a line to add to the notes (repeatable)')
+    parser.add_argument('--data-name', default='the data', metavar='TEXT',
+                        help="how the docstrings' \"Measured here\" lines name the data, e.g. 'CIFAR-10'")
     args = parser.parse_args(argv)
     root = Path(args.runs)
     runs, header, missing, damaged = read_runs(root)
@@ -280,6 +312,10 @@ def main(argv=None):
     print(text)
     print(f"wrote {out / f'ablation-{preset}.md'}")
     print(plot(runs, deltas, out / f'ablation-{preset}.png'))
+    readme, measured = published(runs, header, out / f'ablation-{preset}.md', args.data_name)
+    print(f"\nREADME's Results table:\n\n{readme}")
+    for script, said in measured.items():
+        print(f"{script}'s docstring:\n" + ''.join(f"    {line}\n" for line in said))
     return text
 
 

@@ -1,0 +1,38 @@
+"""Every figure the repo publishes from its CPU table is recomputed here from the committed raw results
+(docs/cpu/): the page docs/ablation-cpu.md, README's Results table and the trick scripts' "Measured
+here" lines. After new runs are committed, `python tools/summarize.py docs/cpu --out docs --data-name
+'CIFAR-10 (JPEG copy)' --note ...` (the page's notes) prints what README and the docstrings must say."""
+import ast
+import re
+
+import summarize
+from conftest import REPO
+
+RAW = REPO / 'docs' / 'cpu'
+PAGE = 'docs/ablation-cpu.md'
+DATA_NAME = 'CIFAR-10 (JPEG copy)'
+MEASURED = re.compile(r'Measured here \(.*?\(95% interval[^)]*\)\.')
+
+
+def one_line(text):
+    return ' '.join(text.split())
+
+
+def test_the_page_is_what_summarize_writes_from_the_raw_results(tmp_path):
+    page = (REPO / PAGE).read_text()
+    from_rows = summarize.read_runs(RAW)[1].get('note', [])
+    notes = [line[len('- note: '):] for line in page.splitlines() if line.startswith('- note: ')][len(from_rows):]
+    args = [str(RAW), '--out', str(tmp_path)] + [a for note in notes for a in ('--note', note)]
+    assert summarize.main(args) == page, f"{PAGE} is not what `python tools/summarize.py docs/cpu` writes"
+
+
+def test_readme_and_the_docstrings_quote_the_table_as_it_is():
+    runs, header, _, _ = summarize.read_runs(RAW)
+    readme_table, measured = summarize.published(runs, header, PAGE, DATA_NAME)
+    readme = (REPO / 'README.md').read_text()
+    assert readme_table in readme, f"README's Results table differs from the raw results; it should read:\n{readme_table}"
+    assert readme.count('| Row | Test acc. (%) |') == 1
+    for script in sorted(REPO.glob('*.py')):
+        said = MEASURED.findall(one_line(ast.get_docstring(ast.parse(script.read_text())) or ''))
+        expected = [one_line(line) for line in measured.get(script.name, [])]
+        assert said == expected, f"{script.name}'s docstring should say, from the raw results:\n" + '\n'.join(expected)
