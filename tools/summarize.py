@@ -231,8 +231,8 @@ def published(runs, header, page, data_name):
             delta = f"{d:+.2f} +- {half:.2f}" + (' (noise)' if noise else '')
             args = runs[row][0][0]['args']
             measured.setdefault(scripts.get(row, f'{row}.py'), []).append(
-                f"Measured here ({page}, row {row}: {args['arch']}, {data_name}, {runs[row][0][0]['epochs']} "
-                f"epochs, batch {args['batch_size']}, {len(by_seed[row])} seeds): "
+                f"Measured here ({page}, row {row}: {args.get('arch')}, {data_name}, {runs[row][0][0]['epochs']} "
+                f"epochs, batch {args.get('batch_size')}, {len(by_seed[row])} seeds): "
                 f"{statistics.fmean(by_seed[reference].values()):.2f} -> {mean:.2f} top-1, {d:+.2f} +- {half:.2f} "
                 f"(95% interval{': noise' if noise else ''}).")
         lines.append(f"| {row} | {mean:.2f} +- {std:.2f} | {delta} | {PAPER.get(row, '-').split(' ')[0]} |")
