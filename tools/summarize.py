@@ -219,7 +219,7 @@ def published(runs, header, page, data_name):
     by_seed = {row: {r['args']['seed']: r['final_test_acc'] for r, _ in seeds} for row, seeds in runs.items()}
     done = [row for row in by_seed if len(by_seed[row]) >= planned]
     reference = next((r for r in REFERENCE_ROWS if r in done), None)
-    scripts = dict(line.split()[:2] for line in header.get('row', []))
+    scripts = {line.split()[0]: (line.split() + [f'{line.split()[0]}.py'])[1] for line in header.get('row', []) if line.split()}
     lines = ["| Row | Test acc. (%) | Delta (95% interval) | Reported |", "|---|---|---|---|"]
     measured = {}
     for row in done:
