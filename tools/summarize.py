@@ -94,6 +94,11 @@ def read_runs(root):
     return runs, header, [r for r in order if r not in runs and r not in damaged], damaged
 
 
+def accuracies_by_seed(runs):
+    """{row: {seed: final test accuracy}}"""
+    return {row: {r['args']['seed']: r['final_test_acc'] for r, _ in seeds} for row, seeds in runs.items()}
+
+
 def stats(values):
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else float('nan')
@@ -152,7 +157,7 @@ def table(runs, header, missing, preset, damaged=None, diverged=None, teacher_se
     """The page's text, and each row's (delta, half-width of its 95% interval). diverged: {row: [seed folders]}
     of runs whose loss stopped being a number; teacher_seconds: the teacher's wall time, counted in the hours."""
     diverged = diverged or {}
-    by_seed = {row: {r['args']['seed']: r['final_test_acc'] for r, _ in seeds} for row, seeds in runs.items()}
+    by_seed = accuracies_by_seed(runs)
     accs = {row: list(seeds.values()) for row, seeds in by_seed.items()}
     reference = next((r for r in REFERENCE_ROWS if r in accs), None)
     lines = [f"# Ablation: {preset}", ""]
@@ -216,10 +221,10 @@ def published(runs, header, page, data_name):
     whose seeds are all in, beside the paper's change) and, per script, the "Measured here" lines of its
     docstring. page: where the table is, as README links it."""
     planned = int(header.get('seeds', ['0'])[0])
-    by_seed = {row: {r['args']['seed']: r['final_test_acc'] for r, _ in seeds} for row, seeds in runs.items()}
+    by_seed = accuracies_by_seed(runs)
     done = [row for row in by_seed if len(by_seed[row]) >= planned]
     reference = next((r for r in REFERENCE_ROWS if r in done), None)
-    scripts = {line.split()[0]: (line.split() + [f'{line.split()[0]}.py'])[1] for line in header.get('row', []) if line.split()}
+    scripts = {words[0]: (words + [f'{words[0]}.py'])[1] for words in map(str.split, header.get('row', [])) if words}
     lines = ["| Row | Test acc. (%) | Delta (95% interval) | Reported |", "|---|---|---|---|"]
     measured = {}
     for row in done:
