@@ -1,0 +1,1 @@
+mixup.py --arch resnet20 --epochs 6 --batch-size 128 --seed 2 
