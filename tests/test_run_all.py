@@ -120,8 +120,11 @@ def test_sighup_stops_the_runs_as_ctrl_c_does(tmp_path):
     pids = tmp_path / 'pids'
     env = dict(os.environ, OUT=str(tmp_path / 'out'), ROWS='baseline',
                PYTHON=fake_python(tmp_path, f'echo $$ >> {pids}\nexec sleep 60'))
+    # under nohup SIGHUP comes ignored, and bash cannot trap a signal ignored on entry: give run_all.sh
+    # the default, as a terminal does
     proc = subprocess.Popen(['bash', 'run_all.sh', 'smoke'], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     deadline = time.time() + 60
     while time.time() < deadline and not (pids.exists() and pids.read_text().strip()):
         time.sleep(0.05)
