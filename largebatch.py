@@ -9,7 +9,8 @@ recipe; the paper's ImageNet rule is 0.1 x b / 256); here
 reached through the linear warmup of warmup.py (without which the first steps at the large
 lr are unstable), then the baseline schedule.
 
-Flags: --batch-size (default here 1024), --warmup-epochs (from warmup.py).
+Flags: --batch-size (default here 1024), --warmup-epochs (from warmup.py; 0: linear scaling
+alone, the cpu table's row largebatch; its row largebatch+warmup keeps the default).
 Paper (ResNet-50 on ImageNet): batch 256 -> 1024 with linear scaling alone 75.87 -> 75.17
 top-1; with warmup 75.93 (Table 4).
 Measured here (docs/ablation-cpu.md, row largebatch: resnet20, CIFAR-10 (JPEG copy), 6 epochs,
