@@ -95,6 +95,8 @@ def test_summarize_gives_what_readme_and_the_docstrings_quote(tmp_path, capsys):
     assert list(measured) == ['warmup.py', 'nobiasdecay.py', 'largebatch.py']  # the row's script, from rows.txt
     printed, _ = summarize.published(runs, header, tmp_path / 'docs' / 'ablation-cpu.md', 'CIFAR-10')
     assert printed in capsys.readouterr().out  # summarize prints them for README and the docstrings
+    summarize.main([str(root), '--out', str(tmp_path / 'docs')])  # as run_all.sh calls it: the table alone
+    assert "README's Results table" not in capsys.readouterr().out
 
 
 def test_summarize_names_every_machine_and_reports_a_diverged_run(tmp_path):

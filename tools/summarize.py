@@ -11,6 +11,8 @@ epochs, wall time per run, and the paper's reported change beside it; and ablati
 (test accuracy per epoch of each row, and the differences with their 95% intervals) when
 matplotlib is installed. A difference inside its 95% interval (Student's t) is marked as noise.
 The accuracy is the final epoch's, never the best epoch's: no model is selected on the test set.
+With --data-name it also prints what README's Results table and the scripts' "Measured here" lines
+must say (tests/test_published.py holds them to it).
 """
 import argparse
 import json
@@ -283,8 +285,9 @@ def main(argv=None):
     parser.add_argument('runs', help='the preset folder, e.g. runs/cpu')
     parser.add_argument('--out', help='where to write the table and plot (default: the preset folder)')
     parser.add_argument('--note', action='append', default=[], help='a line to add to the notes (repeatable)')
-    parser.add_argument('--data-name', default='the data', metavar='TEXT',
-                        help="how the docstrings' \"Measured here\" lines name the data, e.g. 'CIFAR-10'")
+    parser.add_argument('--data-name', metavar='TEXT',
+                        help="also print what README's Results table and the docstrings' \"Measured here\" lines "
+                             "must say, naming the data TEXT, e.g. 'CIFAR-10' (for publishing a table)")
     args = parser.parse_args(argv)
     root = Path(args.runs)
     runs, header, missing, damaged = read_runs(root)
@@ -317,10 +320,11 @@ def main(argv=None):
     print(text)
     print(f"wrote {out / f'ablation-{preset}.md'}")
     print(plot(runs, deltas, out / f'ablation-{preset}.png'))
-    readme, measured = published(runs, header, out / f'ablation-{preset}.md', args.data_name)
-    print(f"\nREADME's Results table:\n\n{readme}")
-    for script, said in measured.items():
-        print(f"{script}'s docstring:\n" + ''.join(f"    {line}\n" for line in said))
+    if args.data_name:
+        readme, measured = published(runs, header, out / f'ablation-{preset}.md', args.data_name)
+        print(f"\nREADME's Results table:\n\n{readme}")
+        for script, said in measured.items():
+            print(f"{script}'s docstring:\n" + ''.join(f"    {line}\n" for line in said))
     return text
 
 
