@@ -16,6 +16,8 @@ Flags: --teacher PATH (a run's model.pt or last.pt, or a torchvision state dict 
 trained on the same files with the same --val-split.
 Paper (ResNet-50-D student, ResNet-152-D teacher, on ImageNet): 78.31 -> 78.67 top-1
 without mixup, 79.15 -> 79.29 with mixup (Table 6).
+Measured here (docs/ablation-cpu.md, row distill: resnet20, CIFAR-10 (JPEG copy), 6 epochs,
+batch 128, 4 seeds): 77.08 -> 80.16 top-1, +3.08 +- 0.74 (95% interval).
 
     python distill.py --teacher runs/baseline-resnet56-cifar10-s0/model.pt
 """
