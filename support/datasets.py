@@ -285,9 +285,12 @@ class Streamed:
         return len(self.labels)
 
     def batches(self, batch_index):
+        # the loader's own generator: it draws a seed for its workers at each pass, and from torch's global
+        # generator that would be a draw that mixup's, cutmix's and colour jitter's batches then miss (other
+        # numbers than in memory, and a resume across --stream or a memory switch not bit-exact)
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_sampler=[idx.tolist() for idx in batch_index], num_workers=self.workers,
-            pin_memory=self.device.type == 'cuda', persistent_workers=False)
+            pin_memory=self.device.type == 'cuda', persistent_workers=False, generator=torch.Generator().manual_seed(0))
         try:
             for images, labels in loader:
                 yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)

@@ -1,5 +1,6 @@
 """Loading (folders, CIFAR-10, cache, streaming, decoding, bad data) and the batched augmentation."""
 
+import json
 import re
 
 import pytest
@@ -8,7 +9,7 @@ import torch
 import baseline
 import common
 import augment
-from conftest import run_argv
+from conftest import interrupted_in_epoch_2, run_argv
 from support import datasets
 
 
@@ -108,9 +109,22 @@ def test_cifar_offline_says_where_to_put_the_files(tmp_path, monkeypatch):
         common.main(baseline, ['--data', str(tmp_path / 'cifar'), '--device', 'cpu', '--out', str(tmp_path / 'r')])
 
 
-def test_streaming_path_trains_the_same_way(run_args, tmp_path, capsys):
-    common.main(baseline, run_args('--stream', out='streamed'))
+def test_streaming_gives_the_numbers_in_memory_gives_also_with_mixup_and_across_a_resume(run_args, tmp_path, capsys):
+    """The DataLoader draws its workers' seed from its own generator, not from the global one that mixup's
+    batches draw from: where the images live changes no number, also when a run resumes across the switch."""
+    import mixup
+    flags = ('--epochs', '2')
+    common.main(mixup, run_args(*flags, out='memory'))
+    common.main(mixup, run_args(*flags, '--stream', out='streamed'))
     assert 'streaming' in capsys.readouterr().out
+    interrupted_in_epoch_2(mixup, run_args(*flags, '--stream', out='switched'), epochs=2)
+    common.main(mixup, run_args(*flags, '--resume', out='switched'))  # epoch 2 in memory
+
+    def numbers(out):
+        rows = [json.loads(line) for line in (tmp_path / out / 'log.jsonl').read_text().splitlines()]
+        return [{k: v for k, v in r.items() if k not in ('images_per_sec', 'epoch_seconds')} for r in rows]
+    assert len(numbers('memory')) == 2
+    assert numbers('streamed') == numbers('memory') and numbers('switched') == numbers('memory')
 
 
 # ---------------------------------------------------------------- bad data: one clear line
