@@ -72,11 +72,20 @@ def split_folder(root, names):
     """The first of the folders `names` under root (Kaggle's doubled seg_train/seg_train too), or None."""
     for name in names:
         d = Path(root) / name
-        if (d / name).is_dir():  # Kaggle's doubled folders
+        if d.is_dir() and doubled(d):
             d = d / name
         if d.is_dir():
             return d
     return None
+
+
+def doubled(split_dir):
+    """Whether a split folder is Kaggle's doubled one (seg_train/seg_train/<class>/), known by what it holds:
+    one folder of its own name, holding folders and no image. A class named like its split (train/train/ beside
+    train/bus/, or a one-class train/train/*.jpg) is a class."""
+    inner = split_dir / split_dir.name
+    return class_folders(split_dir) == [split_dir.name] and bool(class_folders(inner)) and \
+        not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in inner.iterdir())
 
 
 def class_folders(split_dir):
@@ -408,13 +417,15 @@ def digest_of(path, dataset=''):
         raise SystemExit(f"error: {e}") from None
 
 
-def holds_images(path):
-    """Whether a folder holds images, itself or in its subfolders (a class folder, a split folder)."""
-    path = Path(path)
-    if not path.is_dir():
+def holds_images(path, depth=2):
+    """Whether a folder holds images, itself or in folders up to `depth` levels below it (a class folder, a
+    split folder, a tree whose splits have other names than train/ and test/)."""
+    try:
+        entries = list(Path(path).iterdir()) if Path(path).is_dir() else []
+    except OSError:  # a folder this user cannot read: none of its images could be trained on either
         return False
-    return any(p.suffix.lower() in IMAGE_EXTENSIONS for d in [path, *(p for p in path.iterdir() if p.is_dir())]
-               for p in d.iterdir())
+    return any(p.suffix.lower() in IMAGE_EXTENSIONS or (depth and p.is_dir() and holds_images(p, depth - 1))
+               for p in entries)
 
 
 class Data:

@@ -66,6 +66,32 @@ def test_kaggle_intel_layout_is_found(tmp_path):
     assert test == tmp_path / 'intel' / 'seg_test' / 'seg_test'
 
 
+@pytest.mark.parametrize('named', ['train', 'test', 'val'])
+def test_a_class_named_like_a_split_is_a_class_not_a_doubled_split_nor_a_cifar_folder(tmp_path, named):
+    """bus/car/train was taken for Kaggle's doubled train/train/ and so for no tree at all: CIFAR-10, downloaded
+    into the user's folder. The layout comes from what is there, never from a class name."""
+    from conftest import make_folder
+    root = make_folder(tmp_path / 'vehicles')
+    test_split = 'val' if named == 'val' else 'test'  # a class val in val/: the split of its own name
+    (root / 'test').rename(root / test_split)
+    for split in ('train', test_split):
+        for old, new in (('class0', 'bus'), ('class1', 'car'), ('class2', named)):
+            (root / split / old).rename(root / split / new)
+    source = datasets.find_source(root)
+    (train, classes, _), (test, _, _) = source.listing
+    assert source.dataset == 'folder' and source.splits == (root / 'train', root / test_split)
+    assert classes == sorted(['bus', 'car', named]) and len(train) == 24 and len(test) == 12
+
+
+def test_a_tree_whose_splits_have_other_names_is_not_a_cifar_download_folder(tmp_path):
+    from conftest import make_folder
+    root = make_folder(tmp_path / 'data')
+    (root / 'train').rename(root / 'training')
+    (root / 'test').rename(root / 'testing')
+    with pytest.raises(datasets.DataError, match=r'data holds images but no train/ and test/ folders'):
+        datasets.find_source(root)
+
+
 def test_fixed_split_is_disjoint_and_the_same_for_every_run():
     kept, held = datasets.fixed_split(100, 0.1, None)
     assert len(held) == 10 and len(kept) == 90 and not set(kept.tolist()) & set(held.tolist())
