@@ -12,6 +12,7 @@ Paper: Wide-ResNet-28-2 on CIFAR-10, 94.9 -> 95.8%; ResNet-50 on ImageNet, 76.3 
 
     python randaugment.py --ra-n 2 --ra-m 9
 """
+import argparse
 import functools
 import math
 import sys
@@ -89,8 +90,18 @@ OPS = {  # name: (op(uint8 images, magnitude), largest magnitude, signed)
 
 def add_args(parser):
     parser.add_argument('--ra-n', type=common.at_least(0), default=2, help='operations per image (default: %(default)s)')
-    parser.add_argument('--ra-m', type=common.at_least(0), default=9,
-                        help=f'magnitude, 0 .. {BINS - 1} (default: %(default)s)')
+    parser.add_argument('--ra-m', type=magnitude, default=9, help=f'magnitude, 0 .. {BINS - 1} (default: %(default)s)')
+
+
+def magnitude(text):
+    """--ra-m: refused above the top bin, not clamped to it (result.json would record a magnitude never used)."""
+    value = int(text)
+    if not 0 <= value < BINS:
+        raise argparse.ArgumentTypeError(f"must be in 0 .. {BINS - 1}, got {text}")
+    return value
+
+
+magnitude.__name__ = 'int'  # argparse names it in "invalid int value: 'x'"
 
 
 def rand_augment(images, n, magnitude, generator=None):

@@ -205,13 +205,20 @@ def set_rng_state(run, state):  # generator states are CPU byte tensors, whateve
         torch.cuda.set_rng_state(state['cuda'].cpu(), run.device)
 
 
+def ran_on(run):
+    """How many processes trained and with how many CPU threads each: runtime flags, yet other numbers (DDP
+    splits each batch and its statistics; CPU sums in another order), so last.pt and result.json record them."""
+    return {'world_size': run.world, 'threads': torch.get_num_threads()}
+
+
 def checkpoint(run, epoch, best_val, wall_seconds):
     """Everything an exact resume needs, the command that made it, and what model.pt says of the net
     (so that distill.py can learn from a run still training)."""
     return {'epoch': epoch, 'wall_seconds': wall_seconds, 'model': run.net.state_dict(),
             'extra': run.extra.state_dict(), 'optimizer': run.optimizer.state_dict(), 'scheduler': {'step': run.step},
             'scaler': run.scaler.state_dict(), 'rng': rng_state(run), 'best_val_acc': best_val,
-            'args': describe(vars(run.args)), 'tricks': describe(run.trick_flags), **model_description(run)}
+            'args': describe(vars(run.args)), 'tricks': describe(run.trick_flags), **model_description(run),
+            **ran_on(run)}
 
 
 def resume(run, path):
@@ -228,6 +235,17 @@ def resume(run, path):
     if what:
         fail(f"{path} was made by another command ({what}): --force starts over, or pick another --out")
     check_data(run.out, state.get('data'), run.fingerprint, run.log)
+    made, now = state.get('world_size'), run.world  # None: saved before last.pt recorded it, nothing to compare
+    if made not in (None, now):
+        processes = f"{made} process{'' if made == 1 else 'es'}"
+        run.log(f"note: {path} was saved by a run of {processes}, this one has {now}: it carries on, but not to the "
+                f"unbroken run's numbers (each process draws its own augmentation and batch statistics): resume it "
+                f"with {processes} to keep them")
+    made, now = state.get('threads'), torch.get_num_threads()
+    if made not in (None, now) and run.device.type == 'cpu':  # a GPU computes alike at any thread count
+        run.log(f"note: {path} was saved by a run of {made} CPU threads, this one has {now}: it carries on, but the "
+                "last digits of its numbers will differ from the unbroken run's (a run is reproducible at one thread "
+                f"count): --threads {made} keeps them")
     options = [{k: v for k, v in group.items() if k != 'params'} for group in run.optimizer.param_groups]
     try:
         run.net.load_state_dict(state['model'])
@@ -340,7 +358,7 @@ def save_result(run, progress, started):
               'best_val_acc': progress.best_val, 'epochs': args.epochs, 'num_classes': len(run.data.classes),
               'wall_seconds': progress.wall_seconds(started), 'device': device_name(run.device, run.world),
               'precision': str(run.amp_dtype or torch.float32).split('.')[-1], 'torch': torch.__version__,
-              'data': run.fingerprint, 'finished': time.strftime('%Y-%m-%d %H:%M:%S')}
+              'data': run.fingerprint, 'finished': time.strftime('%Y-%m-%d %H:%M:%S'), **ran_on(run)}
     with ctrl_c_held():
         if run.rank == 0:
             save_atomic(model_file(run), run.out / 'model.pt')

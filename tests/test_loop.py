@@ -642,7 +642,7 @@ def test_ddp_on_cpu_with_two_gloo_processes(tmp_path):
     rows = [json.loads(line) for line in (out / 'log.jsonl').read_text().splitlines()]
     assert [r['epoch'] for r in rows] == [1, 2]  # only rank 0 writes
     result = json.loads((out / 'result.json').read_text())
-    assert result['device'].endswith('x 2 processes')
+    assert result['device'].endswith('x 2 processes') and result['world_size'] == 2
     # the test metrics were reduced over both ranks: one process on the saved model agrees
     metrics = evaluate.main([str(out / 'model.pt'), '--data', str(data), '--device', 'cpu',
                              '--cache-dir', str(tmp_path / 'cache')])
@@ -655,3 +655,40 @@ def test_evaluate_names_the_classes_that_differ(run_args, tmp_path):
     two = make_folder(tmp_path / 'two', classes=2)
     with pytest.raises(SystemExit, match=r'has other classes than the model was trained on \(missing: class2; new: none'):
         evaluate.main([str(tmp_path / 'run' / 'model.pt'), '--data', str(two), '--cache-dir', str(tmp_path / 'cache')])
+
+
+# ---------------------------------------------------------------- what a run records of where it ran
+
+def test_a_resume_with_other_processes_or_threads_says_so_in_a_note_and_an_old_run_says_nothing(run_args, tmp_path,
+                                                                                               capsys):
+    """world_size and threads are runtime flags that change numbers: last.pt and result.json record them, and a
+    resume with others carries on with a note (a torchrun run's last.pt is stood in for by editing the count it
+    records). A last.pt saved before they were recorded resumes without one."""
+    import shutil
+    flags = ('--epochs', '2', '--subset', '8', '--test-subset', '4')  # a step an epoch
+    interrupted_in_epoch_2(baseline, run_args(*flags, out='changed'), epochs=2)
+    saved = torch.load(tmp_path / 'changed' / 'last.pt', weights_only=True)
+    assert (saved['world_size'], saved['threads']) == (1, torch.get_num_threads())
+    shutil.copytree(tmp_path / 'changed', tmp_path / 'old')
+    threads = saved['threads']
+    torch.save({**saved, 'world_size': 2, 'threads': threads + 1}, tmp_path / 'changed' / 'last.pt')
+    torch.save({k: v for k, v in saved.items() if k not in ('world_size', 'threads')}, tmp_path / 'old' / 'last.pt')
+    capsys.readouterr()
+
+    result = common.main(baseline, run_args(*flags, '--resume', out='changed'))
+    out = capsys.readouterr().out
+    assert 'last.pt was saved by a run of 2 processes, this one has 1: it carries on' in out
+    assert f'last.pt was saved by a run of {threads + 1} CPU threads, this one has {threads}: it carries on' in out
+    assert f'--threads {threads + 1} keeps them' in out
+    assert (result['world_size'], result['threads']) == (1, threads)
+    assert json.loads((tmp_path / 'changed' / 'result.json').read_text())['threads'] == threads
+
+    common.main(baseline, run_args(*flags, '--resume', out='old'))
+    assert 'note:' not in capsys.readouterr().out
+
+
+def test_a_randaugment_magnitude_above_its_top_bin_is_refused_not_clamped(run_args, capsys):
+    import randaugment
+    with pytest.raises(SystemExit) as e:
+        common.main(randaugment, run_args('--ra-m', '99'))
+    assert e.value.code == 2 and 'argument --ra-m: must be in 0 .. 30, got 99' in capsys.readouterr().err
