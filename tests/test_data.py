@@ -136,10 +136,11 @@ def test_cifar_offline_says_where_to_put_the_files(tmp_path, monkeypatch):
 
 
 def test_streaming_gives_the_numbers_in_memory_gives_also_with_mixup_and_across_a_resume(run_args, tmp_path, capsys):
-    """The DataLoader draws its workers' seed from its own generator, not from the global one that mixup's
-    batches draw from: where the images live changes no number, also when a run resumes across the switch."""
+    """The DataLoader draws its workers' seed from its own generator, not from the global one that mixup's batches
+    and colour jitter's order draw from: where the images live changes no number, also when a run resumes across
+    the switch."""
     import mixup
-    flags = ('--epochs', '2')
+    flags = ('--epochs', '2', '--color-jitter', '0.4')
     common.main(mixup, run_args(*flags, out='memory'))
     common.main(mixup, run_args(*flags, '--stream', out='streamed'))
     assert 'streaming' in capsys.readouterr().out
