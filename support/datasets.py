@@ -195,7 +195,8 @@ def decode_all(files, size, square):
 
 
 def cache_path(cache_dir, split_dir, files, size):
-    """The cache file for these files at this load size: data path + file list + size."""
+    """The cache file for these files at this load size: data path + file list + size. The list is what was
+    decoded (a split's images, or those a --subset uses): a run on other images of the split reads another file."""
     h = hashlib.sha1(f"{Path(split_dir).resolve()}|{size}".encode())
     for p, label in files:
         st = p.stat()
@@ -204,7 +205,7 @@ def cache_path(cache_dir, split_dir, files, size):
 
 
 def load_split(split_dir, files, size, square, cache_dir, log):
-    """All images of one split as (uint8 N x 3 x L x L, labels), decoded once then cached."""
+    """The images `files` of one split as (uint8 N x 3 x L x L, labels), decoded once then cached."""
     path = cache_path(cache_dir, split_dir, files, size) if cache_dir else None
     if path is not None and path.exists():
         try:
@@ -433,13 +434,15 @@ class Data:
     augment.py cuts them, and the per-channel mean and std it normalises them with."""
 
     def __init__(self, dataset, train, test, classes, image_size, test_image_size, device,
-                 val_split=0.0, subset=None, test_subset=None):
+                 val_split=0.0, subset=None, test_subset=None, listed=None):
         self.dataset, self.train, self.test, self.classes = dataset, train, test, classes
         self.image_size, self.load_size = image_size, augment.load_size(image_size)
         self.test_image_size, self.test_load_size = test_image_size, augment.load_size(test_image_size)
-        n_train = 0 if train is None else len(train)  # None: evaluate.py's test split alone
+        # listed: the numbers of (train, test) images in a folder's listings, where train and test hold only
+        # the images the run uses (load decodes no other); None: they hold them all (train None: evaluate.py's)
+        n_train, n_test = listed or (0 if train is None else len(train), len(test))
         self.train_index, self.val_index = fixed_split(n_train, val_split, subset)
-        self.test_index, _ = fixed_split(len(test), 0, test_subset, test=True)
+        self.test_index, _ = fixed_split(n_test, 0, test_subset, test=True)
         if train is not None and not len(self.train_index):
             raise DataError(f"--val-split {val_split} holds out {len(self.val_index)} of the {n_train} training "
                             "images and leaves none to train on: use a smaller split")
@@ -496,7 +499,12 @@ def load(source, test_image_size, device, log, val_split=0.0, subset=None, test_
     for split_dir, left_out in zip(splits, (others, test_others)):
         if left_out:
             log(f"{split_dir}: left out {len(left_out)} files that are not images, e.g. {left_out[0]}")
-    files = {splits[0]: files, splits[1]: test_files}
+    # only the images the run uses are decoded (--subset, --test-subset): the rows of the listings that Data's
+    # fixed splits pick, in order (Data indexes them by row)
+    listed = (len(files), len(test_files))
+    used = (torch.cat(fixed_split(listed[0], val_split, subset)).sort().values,
+            fixed_split(listed[1], 0, test_subset, test=True)[0])
+    files = {d: [every[i] for i in rows.tolist()] for d, every, rows in zip(splits, (files, test_files), used)}
     square = source.image_size <= augment.PAD_CROP_MAX
     sizes = {splits[0]: augment.load_size(source.image_size), splits[1]: augment.load_size(test_image_size)}
     need, free = sum(len(files[d]) * 3 * sizes[d] ** 2 for d in splits), available_memory(device)
@@ -510,7 +518,9 @@ def load(source, test_image_size, device, log, val_split=0.0, subset=None, test_
     else:
         train, test = (InMemory(*load_split(d, files[d], sizes[d], square, cache_dir or DEFAULT_CACHE, log), device)
                        for d in splits)
-        log(f"data: {source.path}, {len(train)} train / {len(test)} test images, {len(classes)} classes, "
+        held = [f"{len(s)}" + (f" of {n}" if len(s) < n else '') for s, n in zip((train, test), listed)]
+        log(f"data: {source.path}, {held[0]} train / {held[1]} test images, {len(classes)} classes, "
             f"stored at {sizes[splits[0]]} px, in memory on {device} "
             f"({need / 2**20:.0f} MiB of {free / 2**30:.1f} GiB free)")
-    return Data('folder', train, test, classes, source.image_size, test_image_size, device, **split_args)
+    return Data('folder', train, test, classes, source.image_size, test_image_size, device, **split_args,
+                listed=listed)

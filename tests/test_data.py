@@ -402,3 +402,27 @@ def test_color_jitter_keeps_range_and_dtype_and_changes_images():
 def test_colour_augmentation_runs_in_the_loop(run_args):
     result = common.main(baseline, run_args('--color-jitter', '0.4', '--lighting', '0.1'))
     assert result['args']['color_jitter'] == 0.4 and result['args']['lighting'] == 0.1
+
+
+def test_a_subset_decodes_and_caches_only_its_images_the_same_ones_and_a_full_load_then_decodes_all(folder, tmp_path):
+    """--subset and --test-subset decode only the images the run uses (their own cache file, which a full load does
+    not take for the whole split), and pick the same images of the sorted listings as a full load does."""
+    source, logs = datasets.find_source(folder), []
+
+    def load(**split_args):
+        logs.clear()
+        return datasets.load(source, 32, torch.device('cpu'), logs.append, cache_dir=tmp_path / 'cache', **split_args)
+
+    def decoded():
+        return [int(m.split()[1]) for m in logs if m.startswith('cached ')]
+    part = load(val_split=0.25, subset=5, test_subset=3)
+    assert decoded() == [5 + 6, 3] and '11 of 24 train / 3 of 12 test images' in logs[-1]
+    whole = load(val_split=0.25)
+    assert decoded() == [24, 12] and len(whole.train) == 24
+    kept, held = datasets.fixed_split(24, 0.25, 5)
+    for split, index, full_index in ((part.train, part.train_index, kept), (part.train, part.val_index, held),
+                                     (part.test, part.test_index, datasets.fixed_split(12, 0, 3, test=True)[0])):
+        full = whole.train if split is part.train else whole.test
+        assert torch.equal(split.images[index], full.images[full_index])
+        assert torch.equal(split.labels[index], full.labels[full_index])
+    assert torch.equal(whole.val_index, held) and len(part.train_index) == 5 and len(part.test_index) == 3
