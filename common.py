@@ -190,18 +190,20 @@ def autocast(run):
 
 
 def update(run, images, targets):
-    """Forward, loss, backward, optimizer step: what a CUDA graph captures. The loss, on the device."""
+    """Forward, loss, backward, optimizer step: what a CUDA graph captures. [loss, train_ce] on the device:
+    train_ce is the cross-entropy against the batch's targets, comparable across tricks that replace the loss."""
     with autocast(run):
-        logits = run.train_net(images)
-        loss = run.loss(logits.float(), targets, images, run)
+        logits = run.train_net(images).float()
+        loss = run.loss(logits, targets, images, run)
+        ce = loss if run.loss is cross_entropy else F.cross_entropy(logits.detach(), targets)  # not computed twice
     run.scaler.scale(loss).backward()
     run.scaler.step(run.optimizer)
     run.scaler.update()
-    return loss.detach()
+    return torch.stack([loss.detach(), ce.detach()])
 
 
 def train_step(run, images, targets):
-    """One optimizer step at the lr of run.step; returns the loss as a tensor on the device (no host sync)."""
+    """One optimizer step at the lr of run.step; returns [loss, train_ce] as a tensor on the device (no host sync)."""
     lr = learning_rate(run, run.step)
     if run.graph:
         loss = run.graph(images, targets, lr)
@@ -216,15 +218,15 @@ def train_step(run, images, targets):
 
 
 def loss_stats(losses, first_step):
-    """[mean loss, first non-finite step (inf: none)] of a list of loss tensors, as one tensor."""
-    losses = torch.stack(losses)
+    """[mean loss, mean train_ce, first non-finite loss's step (inf: none)] of [loss, train_ce]s, as one tensor."""
+    losses, ces = torch.stack(losses, 1)  # rows: each a contiguous tensor, the loss's averaged as it always was
     bad = ~torch.isfinite(losses)
     first_bad = torch.where(bad.any(), first_step + bad.int().argmax(), float('inf'))
-    return torch.stack([losses.mean(), first_bad.float()])
+    return torch.stack([losses.mean(), ces.mean(), first_bad.float()])
 
 
 def train_epoch(run, epoch, max_steps=None):
-    """One pass over the training set: ([mean loss, first non-finite step (inf: none)] as a tensor, steps).
+    """One pass over the training set: ([mean loss, mean train_ce, first non-finite step (inf: none)], steps).
 
     The losses stay on the device, a list of tensors (no work per step); the caller reads them once."""
     run.train_net.train()
@@ -234,27 +236,27 @@ def train_epoch(run, epoch, max_steps=None):
         run.step += 1
         if time.perf_counter() - last_print > 30 and len(losses) < run.steps_per_epoch:  # slow machines: a line per 30 s
             last_print = time.perf_counter()
-            mean, bad = loss_stats(losses, first_step).tolist()  # the one sync in 30 s
+            mean, _, bad = loss_stats(losses, first_step).tolist()  # the one sync in 30 s
             run.log(f"  epoch {epoch + 1} step {len(losses)}/{run.steps_per_epoch}  train_loss {mean:.4f}")
             if bad < float('inf') and run.world == 1:
                 break
         if max_steps and len(losses) >= max_steps:
             break
-    return loss_stats(losses or [torch.zeros((), device=run.device)], first_step), len(losses)  # no step: 0, inf
+    return loss_stats(losses or [torch.zeros(2, device=run.device)], first_step), len(losses)  # no step: 0, 0, inf
 
 
 def train(run, epoch):
-    """One epoch of training: its log row so far (epoch, lr, train_loss) and the images per second; stops
-    where the loss stopped being a number."""
+    """One epoch of training: its log row so far (epoch, lr, train_loss, train_ce) and the images per second;
+    stops where the loss stopped being a number."""
     t0 = time.perf_counter()
     stats, steps = train_epoch(run, epoch)
     if run.world > 1:
         agree_across_processes(run, stats)
-    train_loss, bad = stats.tolist()  # the one read of the training metrics per epoch
+    train_loss, train_ce, bad = stats.tolist()  # the one read of the training metrics per epoch
     seconds = time.perf_counter() - t0
     if bad < float('inf'):
         fail(report.diverged(run, epoch, f"the loss became nan or inf at step {int(bad)}"))
-    row = {'epoch': epoch + 1, 'lr': learning_rate(run, run.step - 1), 'train_loss': train_loss}
+    row = {'epoch': epoch + 1, 'lr': learning_rate(run, run.step - 1), 'train_loss': train_loss, 'train_ce': train_ce}
     return row, min(steps * run.args.batch_size, len(run.data.train_index)) / seconds
 
 

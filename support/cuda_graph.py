@@ -11,7 +11,8 @@ stay eager. A replay reads and writes the same memory every time, so this unit k
 - static inputs: each batch is copied into the same image and target tensors;
 - the lr in a tensor on the device that every parameter group reads, filled before each step:
   SGD and Adam(W) run fused, which read it there (a Python float would be frozen at capture);
-- the loss in a static tensor, copied for the epoch's list after each step;
+- the step's [loss, train_ce] (common.update) in a static tensor, copied for the epoch's list after
+  each step;
 - a few eager steps before capture, on a side stream, so that cuDNN has chosen its kernels
   and the optimizer's state exists;
 - the optimizer's options set at its first step, so after any --resume (load_state_dict puts
@@ -55,7 +56,7 @@ def plan(run):
 
 
 class GraphedStep:
-    """update(run, images, targets) -> loss, captured once and replayed; see the module's docstring."""
+    """update(run, images, targets) -> [loss, train_ce], captured once and replayed; see the module's docstring."""
 
     def __init__(self, run, update, capture):
         self.run, self.update, self.capture = run, update, capture
@@ -65,7 +66,7 @@ class GraphedStep:
         self.stream = torch.cuda.Stream(run.device) if capture else None
 
     def __call__(self, images, targets, lr):
-        """One optimizer step at this lr on this batch; the loss as a new tensor on the device."""
+        """One optimizer step at this lr on this batch; [loss, train_ce] as a new tensor on the device."""
         if self.images is None:  # the first step of this process, after any --resume
             self.set_optimizer()
             self.images, self.targets = images.clone(), targets.clone()
@@ -84,7 +85,7 @@ class GraphedStep:
         else:
             self.eager()
         self.steps += 1
-        return self.loss.clone()  # the next step overwrites self.loss
+        return self.loss.clone()  # the next step overwrites self.loss ([loss, train_ce])
 
     def set_optimizer(self):
         """Fused, with the lr in a tensor; Adam's step counts on the device, as fused Adam keeps them; the

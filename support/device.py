@@ -96,10 +96,10 @@ def device_name(device, world=1):
 
 
 def agree_across_processes(run, stats):
-    """Under DDP: the mean loss and the first bad step of all processes, and rank 0's BN statistics
+    """Under DDP: the mean loss and train_ce and the first bad step of all processes, and rank 0's BN statistics
     (each process's last forwards updated its own), so that every process evaluates and saves one net."""
-    dist.all_reduce(stats[1:], op=dist.ReduceOp.MIN)  # the first bad step of any, inf where none was
-    dist.all_reduce(stats[:1])
-    stats[0] /= run.world
+    dist.all_reduce(stats[-1:], op=dist.ReduceOp.MIN)  # the first bad step of any, inf where none was
+    dist.all_reduce(stats[:-1])  # the mean loss and train_ce
+    stats[:-1] /= run.world
     for buffer in run.net.buffers():
         dist.broadcast(buffer, 0)

@@ -53,7 +53,9 @@ def epoch_line(run, row, rows):
     left = run.args.epochs - row['epoch']
     eta = left * sum(r['epoch_seconds'] for r in rows[-3:]) / len(rows[-3:])
     accs = '  '.join(f"{k} {v:.2f}%" for k, v in row.items() if k.endswith('_acc'))
-    return (f"epoch {row['epoch']}/{run.args.epochs}  last lr {row['lr']:.4g}  train_loss {row['train_loss']:.4f}  "
+    # a trick's loss (distillation's at T = 20) is no cross-entropy: train_ce beside it compares across rows
+    ce = f"train_ce {row['train_ce']:.4f}  " if run.hooks('loss') else ''
+    return (f"epoch {row['epoch']}/{run.args.epochs}  last lr {row['lr']:.4g}  train_loss {row['train_loss']:.4f}  {ce}"
             f"test_loss {row['test_loss']:.4f}  {accs}  {row['images_per_sec']:.0f} img/s  "
             f"{row['epoch_seconds']:.1f}s  ETA {fmt_time(eta)}")
 

@@ -52,6 +52,7 @@ def test_half_precision_trains_like_fp32(dtype, scaled, cifar_args, tmp_path, fp
     rows = log_rows(tmp_path / 'run')
     assert all(torch.isfinite(torch.tensor(r['train_loss'])) for r in rows)
     assert rows[-1]['train_loss'] < rows[0]['train_loss']
+    assert all(r['train_ce'] == r['train_loss'] for r in rows)  # the baseline's loss, also out of bf16's graph
     assert abs(result['final_test_acc'] - fp32_acc) < 8  # 300 test images, 3 epochs: a few points of noise
     scaler = torch.load(tmp_path / 'run' / 'last.pt', weights_only=True)['scaler']
     assert bool(scaler) == scaled  # GradScaler's state only where fp16 needs it

@@ -592,8 +592,8 @@ def test_bf16_keeps_the_loss_and_bn_statistics_in_fp32(run_args):
     assert run.amp_dtype == torch.bfloat16
     images, targets = next(common.train_batches(run, 0))
     before = run.net.bn1.running_mean.clone()
-    loss = common.train_step(run, images, targets)
-    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    losses = common.train_step(run, images, targets)  # [loss, train_ce]
+    assert losses.dtype == torch.float32 and torch.isfinite(losses).all()
     assert run.net.bn1.running_mean.dtype == torch.float32 and not torch.equal(run.net.bn1.running_mean, before)
     assert all(p.dtype == torch.float32 for p in run.net.parameters())  # the weights stay fp32; autocast casts
 
@@ -692,3 +692,30 @@ def test_a_randaugment_magnitude_above_its_top_bin_is_refused_not_clamped(run_ar
     with pytest.raises(SystemExit) as e:
         common.main(randaugment, run_args('--ra-m', '99'))
     assert e.value.code == 2 and 'argument --ra-m: must be in 0 .. 30, got 99' in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- train_ce, and what a batch hook fills with
+
+def test_train_ce_is_the_loss_where_no_trick_replaces_it_else_the_cross_entropy_against_the_hooks_targets(
+        run_args, tricks_here, tmp_path, capsys, monkeypatch):
+    """log.jsonl's train_ce: the loss itself under the baseline's loss (the epoch line leaves it out); beside a
+    trick's loss, the cross-entropy against the targets the batch hooks made (mixup's here), also through the CUDA
+    graph's step (its bookkeeping, on the CPU), and on the epoch line."""
+    import mixup
+    from support import cuda_graph
+
+    def rows(out):
+        return [json.loads(line) for line in (tmp_path / out / 'log.jsonl').read_text().splitlines()]
+    common.main(baseline, run_args(out='plain'))
+    assert [r['train_ce'] for r in rows('plain')] == [r['train_loss'] for r in rows('plain')]
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith('epoch ')]
+    assert 'train_ce' not in line
+    trick('doublece', tmp_path, "import torch.nn.functional as F\n"
+                                "def loss(logits, targets, images, run):\n    return 2 * F.cross_entropy(logits, targets)\n")
+    monkeypatch.setattr(cuda_graph, 'plan', lambda run: (False, 'eager (the graph bookkeeping, test)'))
+    common.main(mixup, run_args('--with', 'doublece', out='double'))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith('epoch ')]
+    assert len(rows('double')) == len(lines) == 1
+    for row, line in zip(rows('double'), lines):
+        assert 2 * row['train_ce'] == row['train_loss']  # exactly: doubling rounds nothing
+        assert f"train_loss {row['train_loss']:.4f}  train_ce {row['train_ce']:.4f}  " in line
