@@ -60,7 +60,9 @@ RECIPE = {
 #                                           [0, 1] (normalised after), targets N x K class
 #                                           probabilities (one-hot for a plain batch); draw random
 #                                           numbers from torch's global generator: seeded per run,
-#                                           saved in last.pt, the same in every torchrun process
+#                                           saved in last.pt, the same in every torchrun process; a
+#                                           cutout fills with the data's mean, which normalisation maps
+#                                           to 0: augment.MEAN_STD[args.dataset][0], one float a channel
 #     init(run)                             re-initialise the net's weights once data, net and
 #                                           optimizer are ready (every trick's init runs before
 #                                           any trick's start, which may copy the net)

@@ -449,7 +449,11 @@ class Data:
         if train is not None and val_split and not len(self.val_index):  # else: no val_acc, and nothing says why
             raise DataError(f"--val-split {val_split} holds out none of the {n_train} training images ({n_train} x "
                             f"{val_split} rounds to 0): give at least {1 / n_train:.2g}, or drop the flag")
-        mean, std = augment.MEAN_STD['folder' if dataset == 'folder' else dataset]
+        if listed:  # the same images, by their rows in the splits held: those used, in the listings' order
+            used = torch.cat([self.train_index, self.val_index]).sort().values
+            self.train_index, self.val_index = (torch.searchsorted(used, i) for i in (self.train_index, self.val_index))
+            self.test_index = torch.arange(len(self.test_index))
+        mean, std = augment.MEAN_STD[dataset]  # the table a batch hook reads its fill from (common.py)
         self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, 3, 1, 1)
 

@@ -719,3 +719,23 @@ def test_train_ce_is_the_loss_where_no_trick_replaces_it_else_the_cross_entropy_
     for row, line in zip(rows('double'), lines):
         assert 2 * row['train_ce'] == row['train_loss']  # exactly: doubling rounds nothing
         assert f"train_loss {row['train_loss']:.4f}  train_ce {row['train_ce']:.4f}  " in line
+
+
+
+def test_a_batch_hook_filling_with_the_mean_the_contract_names_leaves_zeros_once_normalised(run_args):
+    """A cutout's fill: the contract points a batch hook at the table normalisation reads, and args carries no
+    mean (nothing new in run folder names, result.json or the resume check)."""
+    import inspect
+
+    import augment
+    assert 'augment.MEAN_STD[args.dataset][0]' in ' '.join(inspect.getsource(common).replace('#', ' ').split())
+
+    def fill(images, targets, args):
+        for channel, mean in enumerate(augment.MEAN_STD[args.dataset][0]):
+            images[:, channel] = mean
+        return images, targets
+    run = common.prepare(baseline, run_args())
+    run.tricks = [types.SimpleNamespace(batch=fill)]
+    images, _ = next(common.train_batches(run, 0))
+    assert images.abs().max() == 0
+    assert not [name for name in vars(run.args) if 'mean' in name]
