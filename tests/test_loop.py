@@ -721,7 +721,6 @@ def test_train_ce_is_the_loss_where_no_trick_replaces_it_else_the_cross_entropy_
         assert f"train_loss {row['train_loss']:.4f}  train_ce {row['train_ce']:.4f}  " in line
 
 
-
 def test_a_batch_hook_filling_with_the_mean_the_contract_names_leaves_zeros_once_normalised(run_args):
     """A cutout's fill: the contract points a batch hook at the table normalisation reads, and args carries no
     mean (nothing new in run folder names, result.json or the resume check)."""
