@@ -374,7 +374,7 @@ def main(script, argv=None):
         progress = archive.Progress(out, args.epochs)  # how far the run is, in last.pt and log.jsonl
         with progress.said_when_interrupted():  # Ctrl-C, SIGTERM, a bad image: one line, what last.pt holds
             run = build(args, tricks, trick_flags, rank, world, device, source, log, fingerprint)
-            archive.begin(run, state, progress)  # --force clears the old run only now; --resume loads last.pt
+            archive.begin(run, state, progress)  # --force sets the old run aside only now; --resume loads last.pt
             board = report.opening(run)
             for epoch in range(progress.saved, args.epochs):  # from the last epoch last.pt holds (--resume)
                 t0 = time.perf_counter()
@@ -382,6 +382,7 @@ def main(script, argv=None):
                 row.update(evaluate_epoch(run, epoch))
                 row.update(images_per_sec=images_per_sec, epoch_seconds=time.perf_counter() - t0)
                 archive.save_epoch(run, progress, row, started)
+                archive.forget_old_run(progress)  # --force's old run, kept until an epoch of this one is saved
                 board.add(row)
                 log(report.epoch_line(run, row, progress.rows))
             board.close()

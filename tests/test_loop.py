@@ -149,7 +149,7 @@ def test_ctrl_c_or_sigterm_ends_with_one_line_saying_what_last_pt_holds(stop, ru
     assert err.strip().splitlines()[-1] == (f"error: interrupted: {tmp_path / 'run'}/last.pt holds {saved} of 1000 "
                                             "epochs; the same command with --resume carries on from there")
     assert saved == len(log.read_text().splitlines()) >= 2
-    assert not list((tmp_path / 'run').glob('*.tmp*'))
+    assert not list((tmp_path / 'run').glob('.*.partial-*'))
 
 
 def test_ctrl_c_in_epoch_1_says_nothing_is_saved_yet(run_args, tmp_path, monkeypatch):
@@ -225,16 +225,16 @@ def test_two_processes_on_one_folder_leave_one_coherent_run(run_args, tmp_path):
     assert result['args']['seed'] == last['args']['seed'] == 0 and last['epoch'] == 3
     assert [json.loads(r)['epoch'] for r in (out / 'log.jsonl').read_text().splitlines()] == [1, 2, 3]
     assert all(torch.equal(model['state_dict'][k], last['model'][k]) for k in last['model'])
-    assert not list(out.glob('*.tmp*'))
+    assert not list(out.glob('.*.partial-*'))
 
 
 def test_the_lock_holder_removes_a_killed_runs_temporary_files_and_writes_its_own(run_args, tmp_path):
     common.main(baseline, run_args('--epochs', '2'))
     (tmp_path / 'run' / 'result.json').unlink()
-    (tmp_path / 'run' / 'last.pt.tmp4242').write_bytes(b'half a checkpoint')
-    assert archive.temporary(tmp_path / 'run' / 'last.pt').name == f"last.pt.tmp{os.getpid()}"
+    (tmp_path / 'run' / '.last.pt.partial-4242').write_bytes(b'half a checkpoint')
+    assert archive.temporary(tmp_path / 'run' / 'last.pt').name == f".last.pt.partial-{os.getpid()}"
     common.main(baseline, run_args('--epochs', '2', '--resume'))
-    assert not list((tmp_path / 'run').glob('*.tmp*'))
+    assert not list((tmp_path / 'run').glob('.*.partial-*'))
 
 
 def test_a_file_system_without_flock_is_said_in_one_line_and_the_run_goes_on(run_args, tmp_path, monkeypatch, capsys):
@@ -368,13 +368,13 @@ def test_a_save_that_cannot_be_written_leaves_no_temporary_and_says_to_resume(ru
 
     def full(obj, path):
         real(obj, path)  # a part was written, then the disk was full
-        if Path(path).name.startswith('last.pt'):
+        if Path(path).name.startswith('.last.pt.partial-'):
             raise OSError(errno_, os.strerror(errno_))
     monkeypatch.setattr(archive.torch, 'save', full)
     with pytest.raises(SystemExit, match=rf"cannot write {tmp_path / 'run' / 'last.pt'} \({cause}\): free space or "
                                          r"fix that, then the same command with --resume carries on"):
         common.main(baseline, run_args())
-    assert not list((tmp_path / 'run').glob('*.tmp*'))
+    assert not list((tmp_path / 'run').glob('.*.partial-*'))
 
 
 def test_out_on_a_read_only_file_system_is_one_line(run_args, tmp_path, monkeypatch):
@@ -692,6 +692,110 @@ def test_a_randaugment_magnitude_above_its_top_bin_is_refused_not_clamped(run_ar
     with pytest.raises(SystemExit) as e:
         common.main(randaugment, run_args('--ra-m', '99'))
     assert e.value.code == 2 and 'argument --ra-m: must be in 0 .. 30, got 99' in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- nothing outside the run is written or deleted
+
+def files_of(folder):
+    """Every file under folder, by its path inside it, with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob('*')) if p.is_file()}
+
+
+def test_no_write_goes_through_a_symbolic_link_planted_at_the_lock_or_a_temporary_name(run_args, tmp_path):
+    victim = tmp_path / 'victim.txt'
+    victim.write_text('mine')
+    out = tmp_path / 'run'
+    out.mkdir()
+    (out / archive.LOCK).symlink_to(victim)
+    with pytest.raises(SystemExit, match=rf"{out / archive.LOCK} is a symbolic link: a run writes nothing through "
+                                         "one .*delete the link, or give another --out"):
+        common.main(baseline, run_args())
+    (out / archive.LOCK).unlink()
+    for name in archive.SAVED:  # where written() puts each file first: the link goes, not what it points at
+        archive.temporary(out / name).symlink_to(victim)
+        archive.write_text_atomic(out / name, 'new\n')
+        assert (out / name).read_text() == 'new\n' and not (out / name).is_symlink()
+    assert victim.read_text() == 'mine' and sorted(p.name for p in out.iterdir()) == sorted(archive.SAVED)
+
+
+def test_a_folder_that_is_not_a_runs_is_refused_before_anything_is_written_in_it(run_args, tmp_path):
+    proj = tmp_path / 'proj'
+    proj.mkdir()
+    mine = {'results.tmp.txt': b'table', 'thesis.tmp.docx': b'chapter 1', '.last.pt.partial-4242': b'half'}
+    for name, data in mine.items():
+        (proj / name).write_bytes(data)
+    for flags in ([], ['--resume'], ['--force']):
+        with pytest.raises(SystemExit, match=rf"{proj} holds results.tmp.txt \(and 1 more\), which no run writes: a "
+                                             "run's folder holds only its own files; give another --out"):
+            common.main(baseline, run_args(*flags, out='proj'))
+        assert files_of(proj) == mine  # not even the .lock, nor this project's own temporary deleted
+    for name in ('results.tmp.txt', 'thesis.tmp.docx'):
+        (proj / name).unlink()
+    (proj / 'model.pt').write_bytes(b'my own model')
+    with pytest.raises(SystemExit, match=r"holds a model.pt but no run \(no last.pt, no result.json\): the run would "
+                                         "overwrite it; give another --out"):
+        common.main(baseline, run_args(out='proj'))
+    (proj / 'model.pt').unlink()
+    (proj / 'tensorboard').symlink_to(tmp_path, target_is_directory=True)
+    with pytest.raises(SystemExit, match=rf"{proj / 'tensorboard'} is a symbolic link"):
+        common.main(baseline, run_args('--tensorboard', out='proj'))
+    assert sorted(p.name for p in proj.iterdir()) == ['.last.pt.partial-4242', 'tensorboard']
+
+
+def diverged_in_epoch_1(run, epoch):
+    common.fail(common.report.diverged(run, epoch, "the loss became nan or inf at step 0"))
+
+
+def ctrl_c(*a, **k):
+    raise KeyboardInterrupt
+
+
+def test_force_keeps_the_old_run_until_the_new_one_saved_an_epoch_and_puts_it_back_before(run_args, tmp_path,
+                                                                                            monkeypatch):
+    out = tmp_path / 'run'
+    out.mkdir()  # an empty folder is a run's
+    common.main(baseline, run_args('--subset', '8'))
+    before = files_of(out)
+    new = ['--subset', '8', '--lr', '0.05']
+    back = rf"; --force replaced nothing: {out} holds the old run again$"
+    for stopped, message in (('train_epoch', 'interrupted in epoch 1: nothing saved yet'),
+                             ('train', r'training diverged; nothing is saved yet: .*start over with --force')):
+        monkeypatch.setattr(common, stopped, ctrl_c if stopped == 'train_epoch' else diverged_in_epoch_1)
+        with pytest.raises(SystemExit, match=message + '.*' + back):
+            common.main(baseline, run_args('--force', *new))
+        assert files_of(out) == before and not (out / archive.OLD_RUN).exists()
+        monkeypatch.undo()
+    with pytest.raises(SystemExit, match=r'finished run of another command \(lr: 0\.1 there, 0\.05 here\)'):
+        common.main(baseline, run_args('--resume', *new))  # the run there is the old one, as the line said
+
+    # once an epoch is saved the old run goes, and the new one resumes as any run
+    interrupted_in_epoch_2(baseline, run_args('--force', *new, '--epochs', '2'), epochs=2)
+    assert sorted(p.name for p in out.iterdir()) == ['.lock', 'last.pt', 'log.jsonl']
+    assert common.main(baseline, run_args('--resume', *new, '--epochs', '2'))['args']['lr'] == 0.05
+
+
+def test_a_force_killed_before_its_first_save_gets_the_old_run_back_at_the_next_start(run_args, tmp_path, capsys):
+    out = tmp_path / 'run'
+    common.main(baseline, run_args('--subset', '8'))
+    before = files_of(out)
+    archive.set_aside(out)  # as begin() does for --force; then a kill -9 in epoch 1, after log.jsonl was written
+    (out / 'log.jsonl').write_text('{"epoch": 1}\n')
+    capsys.readouterr()
+    result = common.main(baseline, run_args('--resume', '--subset', '8'))
+    assert result['final_test_acc'] == json.loads(before['result.json'])['final_test_acc']
+    assert f"note: a --force run in {out} was stopped before it saved an epoch: the old run it replaced is back" in \
+        capsys.readouterr().out
+    assert files_of(out) == before
+    # killed while it set the old run aside: what it moved goes back
+    (out / archive.OLD_RUN_PARTIAL).mkdir()
+    (out / 'result.json').rename(out / archive.OLD_RUN_PARTIAL / 'result.json')
+    with archive.claimed(out, 0, print):
+        assert files_of(out) == before
+    # killed after its first save: the old run goes, the new one stays
+    archive.set_aside(out)
+    (out / 'last.pt').write_bytes(before['last.pt'])
+    with archive.claimed(out, 0, print):
+        assert sorted(p.name for p in out.iterdir()) == ['.lock', 'last.pt']
 
 
 # ---------------------------------------------------------------- train_ce, and what a batch hook fills with
