@@ -318,6 +318,7 @@ def test_a_study_runs_end_to_end_and_a_second_invocation_continues_it(study_argv
         assert t.value == rows[-1]['val_acc'] and t.intermediate_values == {1: rows[0]['val_acc'], 2: t.value}
         assert t.user_attrs['test_acc'] == result['final_test_acc']
         assert result['args']['val_split'] == 0.1  # added, since the flags had none
+        assert (study_dir / f'trial-{t.number}.stdout.txt').exists()  # beside its folder: only a run's files in it
         assert result['args']['lr'] == float(tune.fmt(t.params['lr']))
         assert result['tricks']['mixup']['alpha'] == float(tune.fmt(t.params['alpha']))
 
@@ -460,3 +461,52 @@ def test_a_flag_given_twice_counts_as_its_last_value_as_argparse_takes_it():
     _, flags = tune.parse_args(['mixup.py', '--search', 'lr=uniform:0.1:0.4', '--', '--val-split', '0', '--val-split',
                                 '0.2'])
     assert flags == ['--val-split', '0', '--val-split', '0.2']  # a split above 0: nothing added, nothing refused
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--prune-warmup', '-1'], 'argument --prune-warmup: must be >= 0, got -1'),
+    (['--seed', '-1'], 'argument --seed: must be in 0 .. 4294967295, got -1'),
+    (['--seed', str(2 ** 32)], f'argument --seed: must be in 0 .. 4294967295, got {2 ** 32}'),
+    (['--search', 'lr=uniform:0:inf'], '--search lr=uniform:0:inf: needs finite LOW and HIGH'),
+    (['--search', 'lr=loguniform:1e-3:nan'], 'needs finite LOW and HIGH'),
+    (['--', '--val-split', '-0'], '--val-split -0: trials are selected on val_acc, which needs a val split above 0'),
+    (['--', '--val-split', '0e0'], 'needs a val split above 0'),
+])
+def test_tune_refuses_a_negative_warmup_a_seed_numpy_cannot_take_infinite_bounds_and_a_zero_val_split(argv, message,
+                                                                                                       capsys):
+    search = [] if '--search' in argv else ['--search', 'lr=uniform:0.1:0.4']
+    with pytest.raises(SystemExit) as e:
+        tune.parse_args(['mixup.py', *search, *argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize('name', ['tq?a', 'a#b', 'a%20b', 'a b', 'x{y}'])
+def test_tune_keeps_its_database_in_dir_whatever_characters_the_path_holds(name, tmp_path, monkeypatch):
+    pytest.importorskip('optuna')
+    monkeypatch.chdir(tmp_path)
+    tune.check_optuna()
+    args, flags = tune.parse_args(['mixup.py', '--search', 'lr=uniform:0.1:0.4', '--dir', name])
+    args.dir.mkdir()
+    tune.open_study(args, flags)
+    assert [str(p.relative_to(tmp_path)) for p in tmp_path.rglob('*')] == [name, f'{name}/study.db']
+
+
+def upscale(*argv):
+    import upscale
+    return upscale.main(list(map(str, argv)))
+
+
+def test_upscale_refuses_to_write_into_its_source_and_a_size_of_0_in_one_line(tmp_path, capsys):
+    source = make_folder(tmp_path / 'data', per_class=2, test_per_class=1)
+    images = sorted(source.rglob('*.*'))
+    for dest, how in ((source, 'is'), (source / 'big', 'is inside'), (tmp_path, 'holds')):
+        with pytest.raises(SystemExit, match=rf"^error: the copy's folder {dest} {how} the source {source}: the copy "
+                                             "would overwrite its images; give a folder outside it$"):
+            upscale(source, dest)
+    with pytest.raises(SystemExit) as e:
+        upscale(source, tmp_path / 'data-40', '--size', '0')
+    assert e.value.code == 2 and capsys.readouterr().err == \
+        'upscale.py: error: argument --size: must be >= 1, got 0 (see --help)\n'
+    upscale(source, tmp_path / 'data-40', '--size', '40', '--per-class', '1')  # beside it, named alike: fine
+    assert sorted(source.rglob('*.*')) == images and len(list((tmp_path / 'data-40').rglob('*.jpg'))) == 6

@@ -3,7 +3,8 @@
     python tools/tune.py SCRIPT --search FLAG=SPACE ... [--trials N] -- FLAGS FOR EVERY TRIAL
 
 Each trial is a normal run, `python SCRIPT FLAGS <sampled flags> --out DIR/trial-N`, in a process
-of its own with its own run dir (log.jsonl, result.json, model.pt, and its stdout.txt/stderr.txt).
+of its own with its own run dir (log.jsonl, result.json, model.pt), its output beside it in
+DIR/trial-N.stdout.txt and DIR/trial-N.stderr.txt.
 Everything after `--` goes to the script unchanged; `--val-split 0.1` is added when it is missing.
 
 A search space is FLAG=KIND:LOW:HIGH with KIND uniform, loguniform or int, or FLAG=choice:A,B,C:
@@ -45,10 +46,12 @@ the val split. Awesome-work trained 400 epochs a trial; --epochs is yours to cho
 """
 import argparse
 import json
+import math
 import shlex
 import subprocess
 import sys
 import time
+import urllib.parse
 import warnings
 from pathlib import Path
 
@@ -85,6 +88,8 @@ def parse_space(entry):
         low, high = [(int if kind == 'int' else float)(v) for v in rest.split(':')]
     except ValueError:
         raise ValueError(f"--search {entry}: expected two {'integers' if kind == 'int' else 'numbers'}, LOW:HIGH")
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"--search {entry}: needs finite LOW and HIGH")
     if not low < high or (kind == 'loguniform' and low <= 0):
         raise ValueError(f"--search {entry}: needs LOW < HIGH{' and LOW > 0' if kind == 'loguniform' else ''}")
     return name, kind, [low, high]
@@ -111,6 +116,28 @@ def at_least_one(text):
 at_least_one.__name__ = 'int'  # argparse names it in "invalid int value: 'x'"
 
 
+def int_in(low, high=None):
+    """An int flag of at least low, and below high where given: --prune-warmup, the sampler's seed."""
+    def parse(text):
+        value = int(text)
+        if value < low or high is not None and value >= high:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}" if high is None else
+                                             f"must be in {low} .. {high - 1}, got {text}")
+        return value
+    parse.__name__ = 'int'  # argparse names it in "invalid int value: 'x'"
+    return parse
+
+
+SEEDS = 2 ** 32  # numpy's RandomState, under Optuna's samplers, takes seeds below this
+
+
+def sqlite_url(path):
+    """sqlite:///PATH, the absolute path quoted so that no character of it reads as URL syntax (SQLAlchemy's URL:
+    'tq?a' would be the file tq with a query, 'a#b' a fragment, 'a%20b' the folder 'a b'; Optuna's str.format
+    would take '{' for its own); SQLAlchemy unquotes it back to the path itself."""
+    return 'sqlite:///' + urllib.parse.quote(str(Path(path).resolve()), safe='/')
+
+
 def parse_args(argv):
     """(tune.py's flags, the script's fixed flags): argv is split at the first `--`."""
     cut = argv.index('--') if '--' in argv else len(argv)
@@ -129,9 +156,9 @@ def parse_args(argv):
       help='where the trial runs, study.db, best.txt and trials.md go (default: runs/tune-<study>)')
     a('--storage', metavar='URL', help='Optuna storage (default: sqlite:///DIR/study.db); a database URL '
       'lets several machines work on one study')
-    a('--seed', type=int, default=0,
+    a('--seed', type=int_in(0, SEEDS), default=0,
       help="the sampler's seed (default: %(default)s); the runs' own --seed goes after --")
-    a('--prune-warmup', type=int, default=10, metavar='EPOCHS',
+    a('--prune-warmup', type=int_in(0), default=10, metavar='EPOCHS',
       help='prune no trial before this epoch (default: %(default)s; --epochs or more switches pruning off)')
     args = parser.parse_args(ours)
     if args.example:
@@ -158,12 +185,19 @@ def parse_args(argv):
     split = flag_value(flags, 'val-split')
     if split is None:
         flags = flags + ['--val-split', '0.1']
-    elif split.lstrip('0.') == '':  # 0, 0.0, .0: the script itself checks the other values
+    elif is_zero(split):  # 0, -0, 0e0: the script itself checks the other values
         parser.error(f"--val-split {split}: trials are selected on val_acc, which needs a val split above 0")
     args.study = args.study or '-'.join([path.stem] + [name for name, _, _ in args.space])
     args.dir = Path(args.dir or f'runs/tune-{args.study}')
-    args.storage = args.storage or f'sqlite:///{args.dir.resolve()}/study.db'
+    args.storage = args.storage or sqlite_url(args.dir / 'study.db')
     return args, flags
+
+
+def is_zero(text):
+    try:
+        return float(text) == 0
+    except ValueError:  # the script names what it cannot read
+        return False
 
 
 def check_optuna():
@@ -206,6 +240,9 @@ def watch(proc, trial, log_path):
         ended = proc.poll() is not None  # then the log is read one last time, and nothing is pruned
         rows = read_log(log_path)
         for row in rows[reported:]:
+            if 'val_acc' not in row:  # a trick's own evaluate, say; objective() then ends the run
+                trial.set_user_attr('error', f"epoch {row.get('epoch')} of the run logged no val_acc")
+                raise RunFailed(trial.user_attrs['error'])
             trial.report(row['val_acc'], row['epoch'])
             print(f"  trial {trial.number} epoch {row['epoch']}: val_acc {row['val_acc']:.2f}%", flush=True)
             if not ended and trial.should_prune():
@@ -229,12 +266,13 @@ def objective(args, flags, trial):
     run_flags = flags + [a for name, value in params.items() for a in (f'--{name}', fmt(value))]
     trial.set_user_attr('flags', run_flags)
     out = args.dir / f'trial-{trial.number}'
-    if out.exists():  # trial numbers are the study's: this dir belongs to another study
-        trial.set_user_attr('error', f'{out} exists already: give this study its own --dir')
+    streams = [out.with_name(f'{out.name}.{name}.txt') for name in ('stdout', 'stderr')]  # beside the run's folder,
+    taken = [p for p in (out, *streams) if p.exists()]  # which holds only the run's files
+    if taken:  # trial numbers are the study's: these belong to another study
+        trial.set_user_attr('error', f'{taken[0]} exists already: give this study its own --dir')
         raise RunFailed(trial.user_attrs['error'])
-    out.mkdir(parents=True)
     print(f"trial {trial.number}: {shlex.join(['python', args.script, *run_flags])}", flush=True)
-    with open(out / 'stdout.txt', 'w') as stdout, open(out / 'stderr.txt', 'w') as stderr:
+    with open(streams[0], 'x') as stdout, open(streams[1], 'x') as stderr:
         proc = subprocess.Popen([sys.executable, str(args.script_path), *run_flags, '--out', str(out)],
                                 stdout=stdout, stderr=stderr)
         try:
@@ -244,7 +282,7 @@ def objective(args, flags, trial):
                 proc.kill()
                 proc.wait()
     if proc.returncode != 0:
-        trial.set_user_attr('error', last_line(out / 'stderr.txt') or f'exit status {proc.returncode}')
+        trial.set_user_attr('error', last_line(streams[1]) or f'exit status {proc.returncode}')
         raise RunFailed(trial.user_attrs['error'])
     trial.set_user_attr('test_acc', json.loads((out / 'result.json').read_text())['final_test_acc'])
     return rows[-1]['val_acc']
@@ -271,7 +309,7 @@ def open_study(args, flags):
         raise SystemExit(f"error: study {args.study} in {args.storage} was started with the flags "
                          f"{shlex.join(started)}, not these: give this search its own --study (or --dir)")
     # a continued study gets its own seed: the same one would draw the first trials' values again
-    sampler = optuna.samplers.TPESampler(seed=args.seed + len(study.trials))
+    sampler = optuna.samplers.TPESampler(seed=(args.seed + len(study.trials)) % SEEDS)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=args.prune_warmup)
     return optuna.load_study(study_name=args.study, storage=storage, sampler=sampler, pruner=pruner)
 

@@ -19,6 +19,7 @@ from torchvision.transforms.v2 import functional as TF
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from support import datasets  # noqa: E402
+from support.flags import at_least  # noqa: E402
 
 
 def images_of(source):
@@ -35,14 +36,29 @@ def images_of(source):
     return out
 
 
+def apart(source, dest):
+    """Stop where dest is the source folder, inside it or holds it: the copy would overwrite the source's images
+    or be read back as more of them."""
+    s, d = Path(source).resolve(), Path(dest).resolve()
+    how = 'is' if s == d else 'is inside' if d.is_relative_to(s) else 'holds' if s.is_relative_to(d) else None
+    if how:
+        raise SystemExit(f"error: the copy's folder {dest} {how} the source {source}: the copy would overwrite its "
+                         "images; give a folder outside it")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.error = lambda message: parser.exit(2, f"upscale.py: error: {message} (see --help)\n")  # one line
     parser.add_argument('source', help="an ImageFolder tree with train/ and test/, or torchvision's CIFAR-10 folder")
     parser.add_argument('dest', help='where to write the larger copy')
-    parser.add_argument('--per-class', type=int, default=200, help='training images per class (default: %(default)s)')
-    parser.add_argument('--test-per-class', type=int, help='test images per class (default: a quarter of --per-class)')
-    parser.add_argument('--size', type=int, default=256, help='side of the written images in px (default: %(default)s)')
+    parser.add_argument('--per-class', type=at_least(1), default=200,
+                        help='training images per class (default: %(default)s)')
+    parser.add_argument('--test-per-class', type=at_least(1),
+                        help='test images per class (default: a quarter of --per-class)')
+    parser.add_argument('--size', type=at_least(1), default=256,
+                        help='side of the written images in px (default: %(default)s)')
     args = parser.parse_args(argv)
+    apart(args.source, args.dest)
     try:
         splits = images_of(args.source)
     except datasets.DataError as e:
