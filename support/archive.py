@@ -8,6 +8,8 @@ last.pt and the interrupt message always agree on how many epochs are done.
 import contextlib
 import errno
 import fcntl
+import functools
+import hashlib
 import json
 import os
 import re
@@ -32,13 +34,56 @@ RUNTIME_ONLY_FLAGS = {'data', 'device', 'threads', 'compile', 'out', 'resume', '
                       'cuda_graph'}
 
 
-def other_command(made_args, made_tricks, args, trick_flags):
-    """How a saved run's flags differ from this run's (runtime-only flags aside), in words; '' if they do not."""
-    made = {**made_args, 'tricks': made_tricks}
-    now = {**describe(vars(args)), 'tricks': describe(trick_flags)}
-    differ = sorted(k for k in now if k not in RUNTIME_ONLY_FLAGS and k in made and made[k] != now[k])
+def other_command(made_args, made_tricks, args, trick_flags, made_files=None, now_files=None):
+    """How a saved run's flags differ from this run's (runtime-only flags aside), in words; '' if they do not.
+    A flag naming a file (distill's --teacher) is the same where the file is: by the digest the run recorded
+    (made_files; now_files: this run's, default file_digests of its flags), or for a run from before digests
+    or a file that is not here, by its path written another way (runs/a//b is runs/a/b)."""
+    made_files = made_files or {}
+    now_args = describe(vars(args))
+    now_files = file_digests(now_args) if now_files is None else now_files
+    same = same_files(made_args, now_args, made_files, now_files)
+    made = {**made_args, **same, 'tricks': {t: {**f, **{k: v for k, v in same.items() if k in f}}
+                                            for t, f in made_tricks.items()}}
+    now = {**now_args, 'tricks': describe(trick_flags)}
+    differ = {k for k in now if k not in RUNTIME_ONLY_FLAGS and k in made and made[k] != now[k]}
+    differ = sorted(differ | {k for k in made_files if k in now_files and now_files[k] != made_files[k]})
     differ = [k for k in differ if k != 'tricks'] or differ  # a trick's flags say it already
-    return ', '.join(f"{k}: {made[k]} there, {now[k]} here" for k in differ[:3])
+    return ', '.join(f"{k}: {now[k]} is not the file the run was made with (sha256 {made_files[k][:8]} there, "
+                     f"{now_files.get(k, 'no such file')[:12]} here)" if k in made_files else
+                     f"{k}: {made[k]} there, {now[k]} here" for k in differ[:3])
+
+
+def file_digests(values):
+    """sha256 (16 hex digits) of each file that a flag other than a runtime-only one names: a run is made by
+    the file (distill's teacher, --weights PATH), not by the path it had there. Recorded in last.pt and
+    result.json; read once per file and version."""
+    return {k: sha256_of(v, *stat_key(v)) for k, v in sorted(values.items())
+            if k not in RUNTIME_ONLY_FLAGS | {'script'} and isinstance(v, str) and os.path.isfile(v)}
+
+
+def stat_key(path):
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=16)
+def sha256_of(path, size, mtime_ns):
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def same_files(made_args, now_args, made_files, now_files):
+    """{flag: its value here} for each flag that names the file the saved run was made with."""
+    same = {k: now_args[k] for k, digest in made_files.items() if now_files.get(k) == digest}
+    for k, value in made_args.items():  # a run from before digests, or a file not here: its path, written another way
+        if k not in now_files and isinstance(value, str) and isinstance(now_args.get(k), str) and \
+                '/' in value and os.path.normpath(value) == os.path.normpath(now_args[k]):
+            same[k] = now_args[k]
+    return same
 
 
 def data_words(fingerprint, keys):
@@ -210,7 +255,7 @@ def check_run_dir(out, args, trick_flags, rank, fingerprint, log):
             fail(f"{out} already holds a finished run: --resume skips it, --force overwrites it, or pick another --out")
         made = read_result(out)
         check_data(out, made.get('data'), fingerprint, log)
-        what = other_command(made['args'], made['tricks'], args, trick_flags)
+        what = other_command(made['args'], made['tricks'], args, trick_flags, made.get('files'))
         if what:
             fail(f"{out} holds a finished run of another command ({what}): --force redoes it, or another --out")
         return 'done'
@@ -331,8 +376,8 @@ def checkpoint(run, epoch, best_val, wall_seconds):
     return {'epoch': epoch, 'wall_seconds': wall_seconds, 'model': run.net.state_dict(),
             'extra': run.extra.state_dict(), 'optimizer': run.optimizer.state_dict(), 'scheduler': {'step': run.step},
             'scaler': run.scaler.state_dict(), 'rng': rng_state(run), 'best_val_acc': best_val,
-            'args': describe(vars(run.args)), 'tricks': describe(run.trick_flags), **model_description(run),
-            **ran_on(run)}
+            'args': describe(vars(run.args)), 'tricks': describe(run.trick_flags),
+            'files': file_digests(vars(run.args)), **model_description(run), **ran_on(run)}
 
 
 def resume(run, path):
@@ -345,7 +390,7 @@ def resume(run, path):
     if not (isinstance(state, dict) and isinstance(state.get('args'), dict) and isinstance(state.get('tricks'), dict)
             and {'model', 'optimizer', 'epoch', 'rng'} <= state.keys()):
         fail(f"{path} is not a checkpoint of this project: --force starts the run over, or pick another --out")
-    what = other_command(state['args'], state['tricks'], run.args, run.trick_flags)
+    what = other_command(state['args'], state['tricks'], run.args, run.trick_flags, state.get('files'))
     if what:
         fail(f"{path} was made by another command ({what}): --force starts over, or pick another --out")
     check_data(run.out, state.get('data'), run.fingerprint, run.log)
@@ -487,7 +532,8 @@ def save_result(run, progress, started):
               'best_val_acc': progress.best_val, 'epochs': args.epochs, 'num_classes': len(run.data.classes),
               'wall_seconds': progress.wall_seconds(started), 'device': device_name(run.device, run.world),
               'precision': str(run.amp_dtype or torch.float32).split('.')[-1], 'torch': torch.__version__,
-              'data': run.fingerprint, 'finished': time.strftime('%Y-%m-%d %H:%M:%S'), **ran_on(run)}
+              'data': run.fingerprint, 'files': file_digests(vars(args)),
+              'finished': time.strftime('%Y-%m-%d %H:%M:%S'), **ran_on(run)}
     with ctrl_c_held():
         if run.rank == 0:
             save_atomic(model_file(run), run.out / 'model.pt')

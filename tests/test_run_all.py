@@ -1,6 +1,7 @@
 """run_all.sh: the smoke and intel presets, rows.txt, its resumability."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -71,9 +72,10 @@ def test_a_repeated_row_or_extra_setting_what_run_all_sets_stops_before_any_run(
 
 
 def fake_python(tmp_path, body):
-    """A stand-in for python that run_all.sh calls: its probes (-c) fail, a run does `body`."""
+    """A stand-in for python that run_all.sh calls: its probes (-c) fail, the check of carried runs passes, a
+    run does `body`."""
     fake = tmp_path / 'python'
-    fake.write_text(f'#!/bin/sh\ncase "$1" in -c) exit 1 ;; esac\n{body}\n')
+    fake.write_text(f'#!/bin/sh\ncase "$1" in -c) exit 1 ;; tools/carry.py) cat > /dev/null; exit 0 ;; esac\n{body}\n')
     fake.chmod(0o755)
     return str(fake)
 
@@ -202,7 +204,7 @@ def test_smoke_preset_runs_every_row_two_at_a_time_and_writes_the_table(smoke_da
     # other flags: a flag that changes only how it runs reuses the row, one that changes the result is refused
     same = run_all(root, data, out, 'baseline', extra='--threads 2')
     output, _ = same.communicate(timeout=300)
-    assert same.returncode == 0 and 'is finished already' in (out / 'baseline' / 's0.log').read_text(), output
+    assert same.returncode == 0 and '== baseline s0: done (' in output, output
     other = run_all(root, data, out, 'baseline', extra='--lr 0.05')
     output, _ = other.communicate(timeout=300)
     assert other.returncode == 1 and 'finished run of another command (lr: 0.1 there, 0.05 here)' in output
@@ -246,3 +248,152 @@ def test_a_killed_run_all_finishes_without_redoing_finished_rows(smoke_data):
 
 
 # ---------------------------------------------------------------- DDP
+
+
+# ---------------------------------------------------------------- carried runs and published tables
+
+@pytest.fixture(scope='module')
+def published_table(smoke_data):
+    """A finished smoke table of baseline and distill, 2 seeds each (and the teacher), as docs/<preset>/
+    holds one: the start of the carrying tests, each of which copies it first."""
+    data, root = smoke_data
+    table = root / 'published-table'
+    env = dict(os.environ, DATA=str(data), OUT=str(table), EXTRA=f"--device cpu --cache-dir {root / 'cache'}",
+               JOBS='1', PYTHON=sys.executable, ROWS='baseline distill', SEEDS='2')
+    proc = subprocess.run(['bash', 'run_all.sh', 'smoke'], cwd=REPO, env=env, text=True, capture_output=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return data, root, table
+
+
+def table_run(data, root, out, published, check=False, **settings):
+    env = dict(os.environ, DATA=str(data), OUT=str(out), PUBLISHED=str(published), JOBS='1', PYTHON=sys.executable,
+               EXTRA=f"--device cpu --cache-dir {root / 'cache'}", ROWS='baseline distill', SEEDS='2',
+               CHECK='1' if check else '')
+    env.update(settings)
+    return subprocess.run(['bash', 'run_all.sh', 'smoke'], cwd=REPO, env=env, text=True, capture_output=True,
+                          timeout=300)
+
+
+def edit_result(run, args=(), **changes):
+    """Edit a run's result.json by hand: `changes` at its top, `args` in its flags."""
+    result = json.loads((run / 'result.json').read_text())
+    result.update(changes)
+    result['args'].update(args)
+    (run / 'result.json').write_text(json.dumps(result))
+
+
+def test_a_carried_run_is_checked_as_the_script_checks_it_and_a_failing_one_is_named_and_not_carried(
+        published_table, tmp_path):
+    data, root, table = published_table
+    published = tmp_path / 'published'
+    shutil.copytree(table, published)
+    edit_result(published / 'baseline' / 's0', final_test_acc=99.99)  # its log.jsonl says otherwise
+    edit_result(published / 'baseline' / 's1', args={'epochs': 60, 'lr': 0.4})  # another command
+    shutil.rmtree(published / 'distill' / 's1')
+    shutil.copytree(published / 'distill' / 's0', published / 'distill' / 's1')  # a copy: seed 0 twice
+    edit_result(published / 'distill' / 's0', args={'weight_decay': 0.0001})  # made by another recipe
+    proc = table_run(data, root, tmp_path / 'out', published, check=True)
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 0 and not (tmp_path / 'out').exists(), proc.stdout + proc.stderr  # nothing written
+    said = {line.split(':')[0]: line for line in lines if ': not carried' in line}
+    assert 'says 99.99%, but the last epoch of its log.jsonl says' in said['== baseline s0']
+    assert 'another command (epochs: 60 there, 1 here, lr: 0.4 there, 0.1 here)' in said['== baseline s1']
+    assert 'another command (weight_decay: 0.0001 there, 0.0005 here)' in said['== distill s0']
+    assert 'another command (seed: 0 there, 1 here)' in said['== distill s1']
+    assert f'== teacher: carried from {published}' in lines
+    assert '== baseline s0: trained (' in proc.stdout and '== distill s1: trained (' in proc.stdout
+    # in OUT, the same runs stop the table before anything is written, each named in one line
+    out = tmp_path / 'out'
+    shutil.copytree(published, out)
+    before = sorted(p.relative_to(out) for p in out.rglob('*'))
+    proc = table_run(data, root, out, '')
+    errors = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(errors) == 4, proc.stdout + proc.stderr
+    assert errors[0].startswith(f"run_all.sh smoke: baseline s0: {out / 'baseline' / 's0'} cannot be part of this "
+                                "table: ") and errors[0].endswith(f"delete {out / 'baseline' / 's0'} to train it "
+                                                                  "again, or give another OUT")
+    assert sorted(p.relative_to(out) for p in out.rglob('*')) == before
+
+
+def test_only_the_rows_and_seeds_asked_for_are_carried_even_into_an_out_with_a_space(published_table, tmp_path):
+    data, root, table = published_table
+    out = tmp_path / 'a table'
+    proc = table_run(data, root, f'{out}/', table, ROWS='baseline', SEEDS='1')
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(str(p.relative_to(out)) for p in out.glob('*/s*/result.json')) == ['baseline/s0/result.json']
+    assert 'seeds 1' in (out / 'rows.txt').read_text().splitlines()
+    # the distill rows name their teacher by the folder of this table, and are the same runs: by its digest
+    proc = table_run(data, root, f'{out}/', table)
+    assert proc.returncode == 0 and not list(out.glob('*/s*.log')), proc.stdout + proc.stderr  # nothing trained
+    assert proc.stdout.count(': carried from') == 4 and proc.stdout.count(': done (') == 5
+
+
+def test_a_distill_run_is_carried_by_its_teachers_digest_or_for_an_older_run_by_its_tables_path(
+        published_table, tmp_path):
+    data, root, table = published_table
+    published = tmp_path / 'published'
+    shutil.copytree(table, published)
+    student = json.loads((published / 'distill' / 's0' / 'result.json').read_text())
+    assert set(student['files']) == {'teacher'}
+    torch.save({'not': 'the teacher'}, published / 'teacher' / 's0' / 'model.pt')  # another file, the same path
+    edit_result(published / 'distill' / 's1', files={})  # made before digests: the table's own teacher by path
+    proc = table_run(data, root, tmp_path / 'out', published, check=True)
+    assert 'is not the file the run was made with (sha256' in proc.stdout.split('== distill s0: not carried')[1]
+    assert '== distill s1: carried from' in proc.stdout, proc.stdout
+
+
+def test_a_table_that_cannot_finish_exits_3_saying_which_runs_wait_and_why(published_table, tmp_path):
+    data, root, table = published_table
+    published = tmp_path / 'published'
+    shutil.copytree(table, published)
+    (published / 'teacher' / 's0' / 'model.pt').unlink()  # published without the teacher's weights
+    proc = table_run(data, root, tmp_path / 'out', published, SEEDS='3', ROWS='distill')
+    last = proc.stdout.strip().splitlines()[-1]
+    assert proc.returncode == 3 and last.startswith("run_all.sh smoke: not finished: distill s2 waits for the "
+                                                    "teacher's model.pt"), proc.stdout + proc.stderr
+    proc = table_run(data, root, tmp_path / 'out2', published, SEEDS='3', ROWS='baseline', BUDGET='1')
+    last = proc.stdout.strip().splitlines()[-1]
+    assert proc.returncode == 3 and last.startswith('run_all.sh smoke: not finished: baseline s2: not started or '
+                                                    'paused at the time budget'), proc.stdout + proc.stderr
+
+
+def test_carrying_keeps_an_unfinished_run_and_copies_a_run_folder_whole(published_table, tmp_path):
+    data, root, table = published_table
+    published = tmp_path / 'published'
+    shutil.copytree(table, published)
+    (published / 'baseline' / 's1' / 'tensorboard').mkdir()
+    (published / 'baseline' / 's1' / 'tensorboard' / 'events').write_text('x')
+    out = tmp_path / 'out'
+    (out / 'baseline' / 's0').mkdir(parents=True)
+    (out / 'baseline' / 's0' / 'last.pt').write_text('an unfinished run')
+    proc = table_run(data, root, out, published, check=True)
+    assert f"== baseline s0: not carried from {published / 'baseline' / 's0'}: {out / 'baseline' / 's0'} holds an " \
+           "unfinished run (last.pt), which resumes" in proc.stdout.splitlines(), proc.stdout
+    proc = table_run(data, root, out, published, ROWS='baseline', BUDGET='1')  # carries, then trains nothing
+    assert (out / 'baseline' / 's1' / 'tensorboard' / 'events').read_text() == 'x'
+    assert (out / 'baseline' / 's1.command').exists() and (out / 'baseline' / 's0' / 'last.pt').read_text() == \
+        'an unfinished run' and not (out / 'baseline' / 's0' / 'result.json').exists(), proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize('where, message', [
+    ('OUT=PUB', 'is inside {pub}, where published tables live: give another OUT'),
+    ('OUT=PUB/baseline', 'is inside {pub}, where published tables live'),
+    ('OUT=docs/x', 'is inside docs, where published tables live'),
+    ('PUBLISHED=PUB-typo', 'PUBLISHED={pub}-typo is not a folder'),
+    ('OUT=CPU', 'holds the cpu table (its rows.txt): give another OUT for smoke')])
+def test_a_table_never_writes_into_a_published_folder_nor_over_another_presets_table(tmp_path, where, message):
+    published = tmp_path / 'pub'
+    (published / 'baseline' / 's0').mkdir(parents=True)
+    (tmp_path / 'cpu').mkdir()
+    (tmp_path / 'cpu' / 'rows.txt').write_text('preset cpu\n')
+    name, value = where.split('=')
+    value = value.replace('PUB', str(published)).replace('CPU', str(tmp_path / 'cpu'))
+    env = dict(os.environ, OUT=str(tmp_path / 'out'), PUBLISHED=str(published), PYTHON='false', ROWS='baseline')
+    env[name] = value
+    before = sorted(tmp_path.rglob('*'))
+    proc = subprocess.run(['bash', 'run_all.sh', 'smoke'], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=60)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and message.format(pub=published) in lines[0], proc.stderr
+    assert sorted(tmp_path.rglob('*')) == before

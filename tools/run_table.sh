@@ -9,10 +9,14 @@
 # it can end before then, by the mean wall time of the rows finished so far, or by RUN_SECONDS,
 # TEACHER_SECONDS before any has: a guess from measured speed; a run still going at the end of the
 # budget is stopped, to resume), PUBLISHED (default docs/<preset>: the raw results a table starts
-# from).
+# from), CHECK=1 (say what each run would do: done, carried, resumed, trained or refused; write nothing).
 #
 # Idempotent and resumable: a finished run (result.json) is skipped, an unfinished one (last.pt)
-# resumes, so a stopped run_all.sh loses at most the epoch in flight of each run. JOBS runs go at
+# resumes, so a stopped run_all.sh loses at most the epoch in flight of each run. Before any run starts,
+# tools/carry.py checks every finished run the table would skip or carry as the script's own --resume
+# would (the same flags and recipe, the same data, a result.json that its log.jsonl agrees with).
+# Exit status: 0 the table is complete, 1 a run failed or was refused, 3 runs wait (the time budget, or
+# the distillation teacher's model.pt): the last lines say which and why; 130 interrupted. JOBS runs go at
 # once on each GPU (a CIFAR ResNet-20 step is many small kernels: where Python and the launches set
 # its pace, one run leaves the GPU idle between them; tools/jobs.py measures it), each with --threads
 # set so that together they use the CPU cores once. The distillation teacher runs beside the rows and
@@ -26,11 +30,23 @@ setting() {  # setting NAME PATTERN WHAT
 setting SEEDS '[1-9][0-9]*' 'the number of seeds, a whole number >= 1'
 setting BUDGET '[0-9]+' 'seconds, a whole number (0: no limit)'
 setting JOBS '|[1-9][0-9]*' 'runs at a time, a whole number >= 1'
+setting CHECK '|0|1' '1 to check what would run without running it, or leave it out'
+[[ $CHECK == 1 ]] || CHECK=''
 [[ ! -e $OUT || -d $OUT ]] || { echo "run_all.sh: OUT=$OUT is a file: give a folder for the table" >&2; exit 2; }
+[[ -d $PUBLISHED || $PUBLISHED == "docs/$PRESET" ]] ||
+  { echo "run_all.sh: PUBLISHED=$PUBLISHED is not a folder: give a published table's raw results (docs/<preset>)" >&2; exit 2; }
+inside() { [[ $(realpath -m -- "$1")/ == "$(realpath -m -- "$2")"/* ]]; }  # inside A B: A is B or in it
+for folder in "$PUBLISHED" docs; do  # a table writes rows.txt, .command files, logs and its page into OUT
+  ! inside "$OUT" "$folder" ||
+    { echo "run_all.sh: OUT=$OUT is inside $folder, where published tables live: give another OUT (the default: runs/$PRESET)" >&2; exit 2; }
+done
+MADE_BY=$(sed -n 's/^preset //p' "$OUT/rows.txt" 2>/dev/null)
+[[ -z $MADE_BY || $MADE_BY == "$PRESET" ]] ||
+  { echo "run_all.sh: OUT=$OUT holds the $MADE_BY table (its rows.txt): give another OUT for $PRESET" >&2; exit 2; }
 
 
-NGPU=$($PYTHON -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0)
-if [[ $EXTRA == *"--device cpu"* ]]; then NGPU=0; fi
+NGPU=0
+[[ $EXTRA == *"--device cpu"* ]] || NGPU=$($PYTHON -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0)
 if (( NGPU > 0 )); then JOBS=${JOBS:-4}; SLOTS=$((NGPU * JOBS)); else JOBS=${JOBS:-1}; SLOTS=$JOBS; fi
 THREADS=$(( $(nproc 2>/dev/null || echo 1) / SLOTS )); (( THREADS > 0 )) || THREADS=1
 THREADS_FLAG=(); (( SLOTS > 1 )) && THREADS_FLAG=(--threads "$THREADS")  # one run alone takes every core
@@ -63,23 +79,25 @@ expected_seconds() {  # expected_seconds NAME
   done | awk -v guess="${RUN_SECONDS:-0}" '{sum += $1; n++} END {printf "%d\n", n ? 1.1 * sum / n + 15 : guess}'
 }
 
-# One run: skipped when finished, resumed when started; stopped (to resume later) at the budget.
+# The words of a run's command, after the python that runs it.
+words() {  # words DIR SCRIPT FLAGS...
+  local dir=$1; shift
+  # shellcheck disable=SC2086
+  printf '%s\n' "$@" --data "$DATA" --out "$dir" --resume "${THREADS_FLAG[@]}" $EXTRA
+}
+
+# One run: resumed where it was started; stopped (to resume later) at the budget.
 run() {  # run NAME DIR SCRIPT FLAGS...
   local name=$1 dir=$2; shift 2
-  # shellcheck disable=SC2086
-  local command=($PYTHON "$@" --data "$DATA" --out "$dir" --resume "${THREADS_FLAG[@]}" $EXTRA)
-  local what="$* $EXTRA"  # the run itself, wherever its data and its folder are (DIGEST says which data)
-  # finished by this very run on this very data: done; otherwise the script decides (the same run, or an
-  # error naming the flags or the data that differ)
-  if [[ -n $DIGEST && -f $dir/result.json && -f $dir.command && $(<"$dir.command") == "$what" &&
-        $(recorded_digest "$dir/result.json") == "$DIGEST" ]]; then
-    echo "== $name: done ($dir)"; return 0
-  fi
+  local command; mapfile -t command < <(words "$dir" "$@")
+  command=("$PYTHON" "${command[@]}")
+  local what="$* $EXTRA"  # the run itself, wherever its data and its folder are
   local limit=() left need; left=$(time_left)
   if (( BUDGET > 0 )); then
     need=$(expected_seconds "$name")
     if (( left <= 30 || left < need )); then
-      echo "== $name: not started: ${left}s of the budget left, and it takes about ${need}s"; touch "$OUT/paused"; return 0
+      echo "== $name: not started: ${left}s of the budget left, and it takes about ${need}s"
+      echo "$name" >> "$OUT/paused"; return 0
     fi
     limit=(timeout --foreground --signal=INT "$left")
   fi
@@ -90,7 +108,7 @@ run() {  # run NAME DIR SCRIPT FLAGS...
   echo "== $name: $(tail -n 1 "$dir.log")"
   (( status == 0 )) && echo "$what" > "$dir.command"  # the command that finished it, once it has
   if (( status == 124 )) && (( BUDGET > 0 )); then
-    echo "== $name: paused at the time budget"; touch "$OUT/paused"; return 0
+    echo "== $name: paused at the time budget"; echo "$name" >> "$OUT/paused"; return 0
   fi
   (( status == 0 )) && return 0
   # stopped by Ctrl-C: its last line (above) says so, and stop() below says what to do
@@ -147,40 +165,10 @@ for flag in --seed --out --data; do  # run_all.sh sets them for each run
     { echo "run_all.sh: EXTRA sets $flag, which run_all.sh sets for each run: use SEEDS, OUT or DATA instead" >&2; exit 2; }
 done
 
-# The digest of DATA's files, computed once: a finished run is skipped only where it was made on the same
-# files (its result.json records their digest); none where it cannot be computed (the runs then say why).
-recorded_digest() { sed -n 's/.*"digest": "\([0-9a-f]*\)".*/\1/p' "$1" 2>/dev/null | head -n 1; }
-DATASET=$(sed -n 's/.* --dataset[= ]\([a-z0-9]*\).*/\1/p' <<< " $FLAGS $EXTRA ")
-DIGEST=$($PYTHON -c 'import sys; from support import datasets; print(datasets.digest_of(*sys.argv[1:]))' "$DATA" "$DATASET" 2>/dev/null) || DIGEST=""
-
-# Start from the preset's published raw results (docs/<preset>/, or PUBLISHED=DIR): each finished run there
-# that was made on DATA's files is copied into OUT, where the same command then skips it; a run already in
-# OUT is kept as it is. The teacher's model.pt comes with it while distill rows still need it.
-carry_published() {
-  local f dir rel
-  [[ -d $PUBLISHED && -n $DIGEST ]] || return 0
-  for f in "$PUBLISHED"/*/s*/result.json; do
-    [[ -f $f && $(recorded_digest "$f") == "$DIGEST" ]] || continue
-    dir=${f%/result.json} rel=${f#"$PUBLISHED"/}; rel=${rel%/result.json}
-    [[ -e $OUT/$rel/result.json ]] && continue
-    mkdir -p "$OUT/$rel" && cp -p "$dir"/* "$OUT/$rel/" && cp -p "$dir.command" "$OUT/$rel.command" 2>/dev/null
-    echo "== ${rel%/s*} ${rel##*/}: carried from $PUBLISHED"
-  done
-}
-
 COMMAND="bash run_all.sh $PRESET"
 for v in DATA SEEDS ROWS OUT EXTRA WEIGHTS BUDGET JOBS; do  # the variables the caller set, for the record
   [[ -n ${!v+x} && $(env | grep -c "^$v=") -gt 0 ]] && COMMAND="$v=\"$(tr -s ' \n' '  ' <<< "${!v}" | sed 's/ $//')\" $COMMAND"
 done
-mkdir -p "$OUT"
-rm -f "$OUT/paused"  # written by a run stopped (or not started) at the time budget
-carry_published
-{ echo "preset $PRESET"; echo "command $COMMAND"; echo "out $OUT"; echo "data $DATA"; echo "flags $FLAGS $EXTRA"
-  echo "jobs $SLOTS at a time$( (( NGPU > 0 )) && echo " on $NGPU GPU(s)")"
-  echo "seeds $SEEDS"
-  for note in "${NOTES[@]}"; do echo "note $(printf '%s' "$note" | tr -s ' \n' '  ')"; done  # one line each
-  for r in $ROWS; do echo "row $r $(row_command "$r")"; done; } > "$OUT/rows.txt"
-
 # Every run of the table in the order they start: the distillation teacher first (a bigger net, the
 # preset's recipe, so the longest run), then every row and seed beside it, the distillation rows last.
 # A run's command: the row's script, the preset's FLAGS, then the row's own flags, which win where
@@ -191,40 +179,57 @@ each_run() {  # each_run FUNCTION: FUNCTION NAME DIR SCRIPT FLAGS... for each ru
   [[ -z $distill ]] || "$1" teacher "$OUT/teacher/s0" baseline.py $FLAGS $TEACHER --seed 0
   for r in $ROWS; do
     [[ $r == distill ]] && continue
-    read -ra row <<< "$(row_command "$r")"
+    read -ra row <<< "$(row_command "$r")"; row=("${row[@]//@OUT/$OUT}")  # @OUT: one word, spaces and all
     for ((s = 0; s < SEEDS; s++)); do
       # shellcheck disable=SC2086
       "$1" "$r s$s" "$OUT/$r/s$s" "${row[0]}" $FLAGS "${row[@]:1}" --seed $s
     done
   done
-  read -ra row <<< "$(row_command distill)"
+  read -ra row <<< "$(row_command distill)"; row=("${row[@]//@OUT/$OUT}")
   for ((s = 0; s < SEEDS && distill; s++)); do
     # shellcheck disable=SC2086
     "$1" "distill s$s" "$OUT/distill/s$s" "${row[0]}" $FLAGS "${row[@]:1}" --seed $s
   done
 }
 
-same_data() {  # same_data NAME DIR SCRIPT FLAGS...: a finished run made on other files stops the table, in its words
-  local name=$1 dir=$2 made line; shift 2
-  made=$(recorded_digest "$dir/result.json")
-  [[ -z $made || -z $DIGEST || $made == "$DIGEST" ]] && return 0
-  # shellcheck disable=SC2086
-  line=$($PYTHON "$@" --data "$DATA" --out "$dir" --resume $EXTRA 2>&1 | tail -n 1) && return 0  # it judged it the same
-  echo "run_all.sh $PRESET: $name: $line" >&2
-  exit 1
-}
-
-start_run() {  # start_run NAME DIR SCRIPT FLAGS...: the distillation rows not yet done once their teacher is
-  if [[ $1 == distill* && ! -f $2/result.json ]]; then
+# A finished run is done (tools/carry.py has checked it before any run started); the distillation rows
+# start once their teacher is.
+start_run() {  # start_run NAME DIR SCRIPT FLAGS...
+  if [[ -f $2/result.json ]]; then echo "== $1: done ($2)"; return 0; fi
+  if [[ $1 == distill* ]]; then
     wait_for teacher
     if [[ ! -f $OUT/teacher/s0/model.pt ]]; then
+      if [[ -f $OUT/teacher/s0/result.json ]]; then  # a teacher carried without its weights
+        WAITING+=("$1 waits for the teacher's model.pt, which the finished $OUT/teacher/s0 lacks: copy it there, or delete $OUT/teacher/s0 to train the teacher again")
+      else
+        WAITING+=("$1 waits for the teacher ($OUT/teacher/s0), which has not finished")
+      fi
       echo "== $1: waiting for the teacher's model.pt ($OUT/teacher/s0), which is not there"; return 0
     fi
   fi
   launch "$@"
 }
 
-each_run same_data
+plan_line() {  # plan_line NAME DIR SCRIPT FLAGS...: the run as one line of tab-separated words
+  local name=$1 dir=$2; shift 2
+  { echo "$name"; echo "$dir"; words "$dir" "$@"; } | paste -sd '\t'
+}
+
+# Check every finished run the table would skip or carry, in one process, before anything is written.
+if [[ -n $CHECK || -d $PUBLISHED ]] || compgen -G "$OUT/*/s*/result.json" > /dev/null; then
+  each_run plan_line | $PYTHON tools/carry.py "$OUT" "$([[ -d $PUBLISHED ]] && echo "$PUBLISHED")" "$DATA" "$PRESET" \
+    ${CHECK:+--check} || exit 1
+fi
+[[ -z $CHECK ]] || exit 0
+
+mkdir -p "$OUT"
+rm -f "$OUT/paused"  # the runs stopped (or not started) at the time budget, one a line
+{ echo "preset $PRESET"; echo "command $COMMAND"; echo "out $OUT"; echo "data $DATA"; echo "flags $FLAGS $EXTRA"
+  echo "jobs $SLOTS at a time$( (( NGPU > 0 )) && echo " on $NGPU GPU(s)")"
+  echo "seeds $SEEDS"
+  for note in "${NOTES[@]}"; do echo "note $(printf '%s' "$note" | tr -s ' \n' '  ')"; done  # one line each
+  for r in $ROWS; do line=$(row_command "$r"); echo "row $r ${line//@OUT/$OUT}"; done; } > "$OUT/rows.txt"
+WAITING=()  # what keeps the table from finishing, one a line
 each_run start_run
 wait_all
 
@@ -240,8 +245,11 @@ if (( ${#FAILED[@]} )); then
   exit 1
 fi
 if [[ -f $OUT/paused ]]; then
-  echo "run_all.sh $PRESET: time budget of ${BUDGET}s used; run it again to carry on"
-  exit 0
+  WAITING+=("$(paste -sd ',' "$OUT/paused" | sed 's/,/, /g'): not started or paused at the time budget (BUDGET=$BUDGET); run it again to carry on")
+fi
+if (( ${#WAITING[@]} )); then
+  for line in "${WAITING[@]}"; do echo "run_all.sh $PRESET: not finished: $line"; done
+  exit 3
 fi
 echo "run_all.sh $PRESET: done in $((SECONDS - START))s; table in $OUT/ablation-$PRESET.md"
 exit 0

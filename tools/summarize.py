@@ -3,7 +3,7 @@
     python tools/summarize.py runs/cpu [--out docs]
 
 reads the raw results in a preset's folder, as run_all.sh writes it or as a copy beside a
-published table keeps it (docs/gpu-short): rows.txt and <row>/s<seed>/result.json and log.jsonl.
+published table keeps it (docs/cpu): rows.txt and <row>/s<seed>/result.json and log.jsonl.
 It writes ablation-<preset>.md: the machines and hours, then per row the tricks, the final test
 accuracy as mean +- std over seeds, its difference to the baseline with that difference's standard
 error and 95% interval (paired by seed), the seeds (and any run that diverged, from its DIR.log),
@@ -69,7 +69,32 @@ def read_run(result_file):
             if log_file.exists() else []
     except ValueError as e:
         raise ValueError(f"{log_file} has a line that is not JSON ({e})") from None
+    acc = result['final_test_acc']
+    if not isinstance(acc, (int, float)) or isinstance(acc, bool):
+        raise ValueError(f"{result_file} gives final_test_acc {json.dumps(acc)}, not a number")
+    epochs = [row.get('epoch') if isinstance(row, dict) else None for row in log]
+    if not isinstance(result['epochs'], int) or epochs != list(range(1, result['epochs'] + 1)):
+        raise ValueError(f"{result_file} says {result['epochs']} epochs, but its log.jsonl holds "
+                         f"{len(log)} epoch lines")
+    if log[-1].get('test_acc') != acc:  # a result edited by hand, or another run's
+        raise ValueError(f"{result_file} says {acc}%, but the last epoch of its log.jsonl says "
+                         f"{log[-1].get('test_acc')}%")
     return result, log
+
+
+SETTING = ('epochs', 'arch', 'precision', 'data')  # what a row is measured on, beside its tricks
+
+
+def setting(result):
+    """What a run was measured on: {epochs, arch, precision, data}, each as recorded (None: not recorded)."""
+    data = result.get('data') if isinstance(result.get('data'), dict) else {}
+    return {'epochs': result['epochs'], 'arch': result['args'].get('arch'), 'precision': result.get('precision'),
+            'data': {k: v for k, v in data.items() if k != 'dataset'} or None}
+
+
+def other_setting(a, b):
+    """The parts of setting a that differ from setting b (a part not recorded in either differs from none)."""
+    return [k for k in SETTING if a[k] is not None and b[k] is not None and a[k] != b[k]]
 
 
 def read_runs(root):
@@ -86,12 +111,24 @@ def read_runs(root):
     found = sorted(p.parent.parent.name for p in root.glob('*/s*/result.json') if p.parent.parent.name != 'teacher')
     runs, damaged = {}, {}
     for row in order + [r for r in dict.fromkeys(found) if r not in order]:
+        folders = {}
         for result_file in sorted((root / row).glob('s*/result.json')):
             try:
                 run = read_run(result_file)
             except ValueError as e:
                 damaged.setdefault(row, []).append(str(e))
                 continue
+            seed = run[0]['args']['seed']
+            if seed in folders:  # a copied folder: two results of one run
+                raise SystemExit(f"error: {folders[seed]} and {result_file.parent} both hold {row}'s seed {seed}: "
+                                 "delete the one that is a copy")
+            folders[seed] = result_file.parent
+            first = runs.get(row, [run])[0][0]
+            differ = other_setting(setting(run[0]), setting(first))
+            if differ:
+                raise SystemExit(f"error: {row}'s runs differ in {', '.join(differ)} ({result_file.parent}: "
+                                 f"{setting(run[0])[differ[0]]}, another: {setting(first)[differ[0]]}): a row pools "
+                                 "runs of one setting; move one of them to another folder")
             runs.setdefault(row, []).append(run)
     return runs, header, [r for r in order if r not in runs and r not in damaged], damaged
 
@@ -186,7 +223,10 @@ def table(runs, header, missing, preset, damaged=None, diverged=None, teacher_se
         mean, std = stats(values)
         acc = f"{mean:.2f} +- {std:.2f}" if len(values) > 1 else f"{mean:.2f}"
         delta = ''
-        if reference and row != reference:
+        differ = other_setting(setting(runs[row][0][0]), setting(runs[reference][0][0])) if reference else []
+        if differ:  # no difference is measured between runs of other settings
+            delta = f"- (other {', '.join(differ)} than {reference})"
+        elif reference and row != reference:
             d, se, half, paired = difference(by_seed[row], by_seed[reference])
             deltas[row] = (d, half)
             delta = f"{d:+.2f}"
@@ -232,7 +272,8 @@ def published(runs, header, page, data_name):
     for row in done:
         mean, std = stats(list(by_seed[row].values()))
         delta = '-'
-        if reference and row != reference:
+        if reference and row != reference and not other_setting(setting(runs[row][0][0]),
+                                                                  setting(runs[reference][0][0])):
             d, _, half, _ = difference(by_seed[row], by_seed[reference])
             noise = abs(d) < half
             delta = f"{d:+.2f} +- {half:.2f}" + (' (noise)' if noise else '')
