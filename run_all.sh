@@ -5,7 +5,7 @@
 # writes runs/<preset>/ablation-<preset>.md (mean +- std over seeds, the delta to the baseline,
 # the paper's reported change) and a plot.
 #
-#   bash run_all.sh [PRESET]      PRESET: smoke (default), cpu, gpu-short, paper, resnet18, intel
+#   bash run_all.sh [PRESET]      PRESET: smoke (default), cpu, recipe, paper, resnet18, intel
 #
 # Below: the presets (the flags every row of a table shares, its rows, its seeds), then what each
 # row runs. tools/run_table.sh runs them: the seeds, the slots, the time budget, which runs are
@@ -31,6 +31,7 @@ DATA=${DATA:-data}
 EXTRA=${EXTRA:-}
 BUDGET=${BUDGET:-0}
 JOBS=${JOBS:-}
+CHECK=${CHECK:-}
 PUBLISHED=${PUBLISHED:-docs/$PRESET}
 
 CIFAR_ROWS="baseline warmup zerogamma nobiasdecay resnet_d cosine labelsmooth mixup distill cosine+ls cosine+mixup
@@ -65,11 +66,16 @@ case $PRESET in
     TEACHER="--epochs 46"
     NOTES+=("the distillation teacher is the baseline trained 46 epochs instead of 6, so that it knows more than its
       students") ;;
-  gpu-short)  # every row on full CIFAR-10, ResNet-20, 30 epochs, --amp, JOBS runs at a time (tools/gpu.sh
-              # measures JOBS and fills the table over short GPU slots, BUDGET seconds each)
-    SEEDS=${SEEDS:-3}; ROWS=${ROWS:-$CIFAR_ROWS}
-    FLAGS="--arch resnet20 --epochs 30 --batch-size 128 --amp"
-    TEACHER="--arch resnet56" ;;
+  recipe)  # the recipe's own length, on any device: ResNet-20 on full CIFAR-10, 30 epochs, batch 128, bf16
+           # (native on GPUs from Ampere on and CPUs with AVX512-BF16 or AMX; emulated elsewhere, ~14x slower: train
+           # it where it is native), 4 seeds: the paper's nine rows, the large-batch pair and all of them stacked,
+           # a ResNet-56 teacher trained by the same recipe. ROWS= adds the others (cosine+ls, cosine+mixup,
+           # cosine+mixup+ls, cutmix, randaugment, ema, adamw)
+    SEEDS=${SEEDS:-4}; ROWS=${ROWS:-$PAPER_ROWS largebatch largebatch+warmup all}
+    FLAGS="--arch resnet20 --epochs 30 --batch-size 128 --amp bf16"
+    TEACHER="--arch resnet56"
+    NOTES+=("the distillation teacher is a ResNet-56 trained by the same recipe (30 epochs), a bigger net than its
+      students, as in the paper") ;;
   paper)  # ResNet-56, 200 epochs, the gluon-cv CIFAR recipe (lr 0.1, batch 128, weight decay 1e-4, x0.1 at
           # epochs 100 and 150): 17 rows x 3 seeds x 200 epochs + a ResNet-110 teacher, ~10,600 ResNet-56 epochs;
           # GPU-hours ~ 10,600 x 50,000 / (img/s of `python tools/bench.py --arch resnet56 --amp`) / 3600
@@ -93,7 +99,7 @@ case $PRESET in
     NOTES+=("zerogamma and resnet_d are left out: zero gamma would wipe the pretrained BN weights, and
       torchvision has no weights for the ResNet-C/D stem and shortcuts")
     [[ -d $DATA ]] || { echo "run_all.sh intel: DATA=$DATA is not a folder: point DATA at Kaggle's intel-image-classification" >&2; exit 2; } ;;
-  *) echo "run_all.sh: unknown preset '$PRESET' (smoke, cpu, gpu-short, paper, resnet18, intel)" >&2; exit 2 ;;
+  *) echo "run_all.sh: unknown preset '$PRESET' (smoke, cpu, recipe, paper, resnet18, intel)" >&2; exit 2 ;;
 esac
 WEIGHTS_FLAG=${WEIGHTS:+--weights $WEIGHTS}
 
@@ -108,7 +114,7 @@ row_command() {
     cosine)          echo "cosine.py" ;;
     labelsmooth)     echo "labelsmooth.py" ;;
     mixup)           echo "mixup.py" ;;
-    distill)         echo "distill.py --teacher $OUT/teacher/s0/model.pt" ;;
+    distill)         echo "distill.py --teacher @OUT/teacher/s0/model.pt" ;;  # @OUT: the table's folder
     cosine+ls)       echo "cosine.py --with labelsmooth" ;;
     cosine+mixup)    echo "mixup.py --with cosine" ;;
     cosine+mixup+ls) echo "mixup.py --with cosine labelsmooth" ;;

@@ -24,7 +24,7 @@ def fake_run(root, row, seed, acc, epochs=3):
     result = {'final_test_acc': acc, 'tricks': {} if row == 'baseline' else {row: {}}, 'epochs': epochs,
               'wall_seconds': 90.0, 'device': 'cpu: test', 'torch': 'x', 'args': {'arch': 'resnet20', 'seed': seed, 'batch_size': 128}}
     (d / 'result.json').write_text(json.dumps(result))
-    (d / 'log.jsonl').write_text(''.join(json.dumps({'epoch': e + 1, 'test_acc': acc - 2 + e}) + '\n'
+    (d / 'log.jsonl').write_text(''.join(json.dumps({'epoch': e + 1, 'test_acc': acc - epochs + 1 + e}) + '\n'
                                          for e in range(epochs)))
 
 
@@ -57,11 +57,11 @@ def test_summarize_means_stds_deltas_and_noise(tmp_path, monkeypatch):
 
 
 def test_summarize_shows_the_seeds_of_a_table_still_filling(tmp_path):
-    root = tmp_path / 'gpu-short'
+    root = tmp_path / 'recipe'
     for seed in (0, 1, 2):
         fake_run(root, 'baseline', seed, 70.0 + seed)
     fake_run(root, 'cosine', 0, 72.0)
-    (root / 'rows.txt').write_text('preset gpu-short\nseeds 3\nrow baseline baseline.py\nrow cosine cosine.py\n'
+    (root / 'rows.txt').write_text('preset recipe\nseeds 3\nrow baseline baseline.py\nrow cosine cosine.py\n'
                                    'row mixup mixup.py\n')
     text = summarize.main([str(root)])
     lines = {line.split('|')[1].strip(): line.split('|') for line in text.splitlines() if line.startswith('| ')}
@@ -171,17 +171,17 @@ def test_the_gpu_check_runs_every_step_as_a_dry_run_on_the_cpu(smoke_data, tmp_p
     assert proc.stdout.rstrip().endswith(summary.rstrip())  # the table comes last
     cells = dict(line.strip('| ').split(' | ', 1) for line in summary.splitlines()[5:] if line.startswith('| '))
     assert list(cells) == ['GPU tests', 'bench resnet20 fp32', 'bench resnet20 --amp', 'bench resnet20 --no-channels-last',
-                           'bench resnet56 fp32', 'ResNet-20 --amp runs at a time', 'run_all.sh gpu-short']
+                           'bench resnet56 fp32', 'ResNet-20 --amp runs at a time', 'run_all.sh recipe']
     assert 'skipped' in cells['GPU tests'] and 'failed' not in cells['GPU tests']
     assert re.fullmatch(r'a [\d.]+, b [\d.]+ img/s; a/b [\d.]+', cells['bench resnet20 fp32'])  # no graph on a CPU
     assert re.fullmatch(r'1: \d+ img/s; 2: \d+ img/s \(JOBS=[12]; a run about \d+ s, the teacher \d+ s\)',
                         cells['ResNet-20 --amp runs at a time'])
-    assert cells['run_all.sh gpu-short'].startswith('3 of 3 runs finished')
-    raw = tmp_path / 'out' / 'gpu-short'
+    assert cells['run_all.sh recipe'].startswith('3 of 3 runs finished')
+    raw = tmp_path / 'out' / 'recipe'
     assert {'baseline/s0/result.json', 'distill/s0/log.jsonl', 'teacher/s0/result.json', 'rows.txt'} <= {
         str(p.relative_to(raw)) for p in raw.rglob('*')}
     assert not list(raw.rglob('*.pt'))  # no checkpoint: every distill run is done, the teacher's model.pt not needed
-    assert (tmp_path / 'out' / 'ablation-gpu-short.md').exists()
+    assert (tmp_path / 'out' / 'ablation-recipe.md').exists()
 
     # a later slot carries on from raw results that lack the distill run but hold the teacher it needs
     earlier = tmp_path / 'earlier'
@@ -194,8 +194,8 @@ def test_the_gpu_check_runs_every_step_as_a_dry_run_on_the_cpu(smoke_data, tmp_p
     proc = subprocess.run(['bash', str(REPO / 'tools/gpu.sh'), str(data), 'later', '--dry-run'], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert '| run_all.sh gpu-short | 3 of 3 runs finished' in proc.stdout
-    later = tmp_path / 'later' / 'gpu-short'
+    assert '| run_all.sh recipe | 3 of 3 runs finished' in proc.stdout
+    later = tmp_path / 'later' / 'recipe'
     for row in ('baseline', 'mixup'):  # carried over as they were, not trained again
         assert (later / row / 's0' / 'result.json').read_bytes() == (earlier / row / 's0' / 'result.json').read_bytes()
     assert json.loads((later / 'distill' / 's0' / 'result.json').read_text())['epochs'] == 1
@@ -510,3 +510,56 @@ def test_upscale_refuses_to_write_into_its_source_and_a_size_of_0_in_one_line(tm
         'upscale.py: error: argument --size: must be >= 1, got 0 (see --help)\n'
     upscale(source, tmp_path / 'data-40', '--size', '40', '--per-class', '1')  # beside it, named alike: fine
     assert sorted(source.rglob('*.*')) == images and len(list((tmp_path / 'data-40').rglob('*.jpg'))) == 6
+
+
+# ---------------------------------------------------------------- summarize.py: what it refuses to pool
+
+def edit_json(path, **changes):
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+def test_summarize_refuses_two_folders_of_one_seed_and_a_row_pooling_other_precisions(tmp_path):
+    root = tmp_path / 'cpu'
+    for seed in (0, 1):
+        fake_run(root, 'baseline', seed, 70.0 + seed)
+        fake_run(root, 'cosine', seed, 71.0 + seed)
+    shutil.copytree(root / 'cosine' / 's0', root / 'cosine' / 's2')  # a copy: seed 0 twice
+    with pytest.raises(SystemExit, match=r"s0 and .*s2 both hold cosine's seed 0: delete the one that is a copy"):
+        summarize.main([str(root)])
+    shutil.rmtree(root / 'cosine' / 's2')
+    edit_json(root / 'cosine' / 's1' / 'result.json', precision='bfloat16')
+    edit_json(root / 'cosine' / 's0' / 'result.json', precision='float32')
+    with pytest.raises(SystemExit, match=r"cosine's runs differ in precision .*a row pools runs of one setting"):
+        summarize.main([str(root)])
+
+
+def test_summarize_prints_no_delta_between_rows_of_other_epochs_or_data(tmp_path):
+    root = tmp_path / 'cpu'
+    for seed in (0, 1):
+        fake_run(root, 'baseline', seed, 77.0 + seed, epochs=6)
+        fake_run(root, 'cosine', seed, 11.0 + seed, epochs=1)  # 1 epoch against the baseline's 6
+        fake_run(root, 'mixup', seed, 76.0 + seed, epochs=6)
+        for row in ('baseline', 'cosine', 'mixup'):
+            edit_json(root / row / f's{seed}' / 'result.json', data={'train': 50000 if row != 'mixup' else 200})
+    lines = {line.split('|')[1].strip(): line.split('|') for line in summarize.main([str(root)]).splitlines()
+             if line.startswith('| ')}
+    assert lines['cosine'][4].strip() == '- (other epochs than baseline)'
+    assert lines['mixup'][4].strip() == '- (other data than baseline)'
+
+
+@pytest.mark.parametrize('acc', ['"77.3"', 'null'])
+def test_summarize_leaves_out_a_result_whose_accuracy_is_no_number_or_not_its_logs(tmp_path, acc):
+    root = tmp_path / 'cpu'
+    for seed in (0, 1):
+        fake_run(root, 'baseline', seed, 70.0 + seed)
+    (root / 'baseline' / 's0' / 'result.json').write_text(
+        (root / 'baseline' / 's0' / 'result.json').read_text().replace('"final_test_acc": 70.0', f'"final_test_acc": {acc}'))
+    edit_json(root / 'baseline' / 's1' / 'result.json', final_test_acc=99.99)
+    with pytest.raises(SystemExit, match='every run under .* is damaged'):
+        summarize.main([str(root)])
+    fake_run(root, 'baseline', 2, 72.0)
+    text = summarize.main([str(root)])
+    assert f"gives final_test_acc {acc}, not a number" in text
+    assert "says 99.99%, but the last epoch of its log.jsonl says 71.0%" in text

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check: everything in this repo that needs a GPU, then the gpu-short ablation table for the
+# The GPU check: everything in this repo that needs a GPU, then the recipe ablation table for the
 # time left, in one command that ends within DEADLINE seconds (default 540: 9 minutes). Run it to
 # check your own GPU, or to add runs to the table.
 #
@@ -7,17 +7,17 @@
 #
 # DATA    CIFAR-10: an ImageFolder tree (train/<class>/, test/<class>/), a .tar.gz of one (unpacked
 #         into a temporary folder), or a folder for torchvision's CIFAR-10 (downloaded there if missing).
-# OUTDIR  summary.md (the table printed last), tests.txt, bench.txt, run_all.txt, and gpu-short/:
+# OUTDIR  summary.md (the table printed last), tests.txt, bench.txt, run_all.txt, and recipe/:
 #         the table's raw results so far, earlier slots' and this one's (each run's result.json,
 #         log.jsonl and .command, and rows.txt; the distillation teacher's model.pt while a distill
-#         run is missing), with ablation-gpu-short.md and .png built from them.
+#         run is missing), with ablation-recipe.md and .png built from them.
 #
 # What a slot carries: the check runs on a copy of this repository, so it needs the CIFAR-10 data
-# (DATA) and finds the raw results of the earlier slots in docs/gpu-short/ (RESULTS=DIR for
-# another folder). The table runs in runs/gpu-short (RUNS=DIR for another), where run_all.sh copies
+# (DATA) and finds the raw results of the earlier slots in docs/recipe/ (RESULTS=DIR for
+# another folder). The table runs in runs/recipe (RUNS=DIR for another), where run_all.sh copies
 # them first (each run made on the same files as DATA; runs already there are kept): it skips the
-# runs finished and adds missing ones. Copy OUTDIR's gpu-short/ and ablation-gpu-short.* into docs/
-# to keep what the slot added. runs/gpu-short is a path relative to the repository on purpose:
+# runs finished and adds missing ones. Copy OUTDIR's recipe/ and ablation-recipe.* into docs/
+# to keep what the slot added. runs/recipe is a path relative to the repository on purpose:
 # the distill rows name their teacher by it, the same on every machine.
 #
 # Steps, in this order, each with a time limit:
@@ -26,7 +26,7 @@
 #      each the graphed loop, the replay, the eager loop beside them and t_replay; ResNet-56 in fp32
 #   3. runs at a time: tools/jobs.py, the images per second of 1, 2, 3, 4 and 6 ResNet-20 runs
 #      sharing the GPU; the best J becomes run_all.sh's JOBS, and its speed the guess of a run's length
-#   4. run_all.sh gpu-short for the time left (BUDGET): a run starts only where it can end in it;
+#   4. run_all.sh recipe for the time left (BUDGET): a run starts only where it can end in it;
 #      where the graphed step failed its tests, the table runs eager (--no-cuda-graph)
 # --dry-run: the same steps on the CPU at tiny sizes, in two to three minutes (CI runs it): it proves
 # that every step works and measures nothing. Environment: DEADLINE, PYTHON, EXTRA (flags for every
@@ -38,8 +38,8 @@ DATA=$(absolute "$1") OUTDIR=$(absolute "$2") DRY=${3:-} RESULTS=${RESULTS:+$(ab
 RUNS=${RUNS:+$(absolute "$RUNS")}
 [[ -z $DRY || $DRY == --dry-run ]] || { echo "gpu.sh: unknown option $DRY (--dry-run)" >&2; exit 2; }
 cd "$(dirname "$0")/.."
-RESULTS=${RESULTS:-$PWD/docs/gpu-short}
-RUNS=${RUNS:-runs/gpu-short}
+RESULTS=${RESULTS:-$PWD/docs/recipe}
+RUNS=${RUNS:-runs/recipe}
 PYTHON=${PYTHON:-$(command -v python3 || command -v python)}
 DEADLINE=${DEADLINE:-540}
 EXTRA=${EXTRA:-}
@@ -67,7 +67,7 @@ else
   SIZES="--batch-size 128"
   BENCH="--rounds 5 --steps 20"
   JOBS_FLAGS="--jobs 1 2 3 4 6 --seconds 8"
-  RUN_IMAGES=$((30 * 50000))  # gpu-short: 30 epochs of CIFAR-10
+  RUN_IMAGES=$((30 * 50000))  # recipe: 30 epochs of CIFAR-10
   TABLE=()
   TABLE_EXTRA=""
 fi
@@ -131,35 +131,36 @@ runs_at_a_time() {  # 3. runs at a time: JOBS, and a guess of a run's length fro
   row "ResNet-20 --amp runs at a time" "$(grep 'at a time:' "$WORK/jobs.out" | awk '{printf "%s%s: %s img/s", sep, $1, $5; sep="; "}') (JOBS=${JOBS:-?}; a run about ${RUN_SECONDS:-?} s, the teacher ${TEACHER_SECONDS:-?} s)"
 }
 
-gpu_short() {  # 4. run_all.sh gpu-short in the time left
+recipe_table() {  # 4. run_all.sh recipe in the time left
   local runs=$RUNS budget t finished planned seeds
   mkdir -p "$runs"
   budget=$(( $(left) - 20 ))
   if (( budget < 60 )); then
-    row "run_all.sh gpu-short" "not started: ${budget} s left of DEADLINE=$DEADLINE"; return
+    row "run_all.sh recipe" "not started: ${budget} s left of DEADLINE=$DEADLINE"; return
   fi
   t=$SECONDS
-  env DATA="$DATA" OUT="$runs" PUBLISHED="$RESULTS" BUDGET=$budget PYTHON="$PYTHON" ${JOBS:+JOBS=$JOBS} ${RUN_SECONDS:+RUN_SECONDS=$RUN_SECONDS} \
+  mkdir -p "$WORK/none"  # no raw results yet: an empty folder, not the repo's docs/
+  env DATA="$DATA" OUT="$runs" PUBLISHED="$([[ -d $RESULTS ]] && echo "$RESULTS" || echo "$WORK/none")" BUDGET=$budget PYTHON="$PYTHON" ${JOBS:+JOBS=$JOBS} ${RUN_SECONDS:+RUN_SECONDS=$RUN_SECONDS} \
     ${TEACHER_SECONDS:+TEACHER_SECONDS=$TEACHER_SECONDS} "${TABLE[@]}" EXTRA="$TABLE_EXTRA $FALLBACK $EXTRA" \
-    bash run_all.sh gpu-short > "$OUTDIR/run_all.txt" 2>&1
+    bash run_all.sh recipe > "$OUTDIR/run_all.txt" 2>&1
   finished=$(find "$runs" -path '*/s*/result.json' | grep -vc /teacher/)
   planned=$(grep -c '^row ' "$runs/rows.txt" 2>/dev/null); seeds=$(sed -n 's/^seeds //p' "$runs/rows.txt")
-  row "run_all.sh gpu-short" "$finished of $((planned * seeds)) runs finished, $((SECONDS - t)) s of a ${budget}-s budget (JOBS=${JOBS:-default})${FALLBACK:+, eager}$([[ -f $runs/ablation-gpu-short.md ]] && echo "; table: ablation-gpu-short.md")"
-  mkdir -p "$OUTDIR/gpu-short"  # the raw results, no checkpoint but the teacher while a distill run waits for it
+  row "run_all.sh recipe" "$finished of $((planned * seeds)) runs finished, $((SECONDS - t)) s of a ${budget}-s budget (JOBS=${JOBS:-default})${FALLBACK:+, eager}$([[ -f $runs/ablation-recipe.md ]] && echo "; table: ablation-recipe.md")"
+  mkdir -p "$OUTDIR/recipe"  # the raw results, no checkpoint but the teacher while a distill run waits for it
   (cd "$runs" && find . \( -name result.json -o -name log.jsonl -o -name '*.command' -o -name rows.txt \) -print0 |
-    tar cf - --null -T - | tar xf - -C "$OUTDIR/gpu-short")
+    tar cf - --null -T - | tar xf - -C "$OUTDIR/recipe")
   if ls "$runs"/teacher/s0/model.pt > /dev/null 2>&1 &&
      (( $(find "$runs" -path '*/distill/s*/result.json' | wc -l) < seeds )); then
-    cp "$runs/teacher/s0/model.pt" "$OUTDIR/gpu-short/teacher/s0/"
+    cp "$runs/teacher/s0/model.pt" "$OUTDIR/recipe/teacher/s0/"
   fi
-  cp "$runs"/ablation-gpu-short.* "$OUTDIR/" 2>/dev/null
+  cp "$runs"/ablation-recipe.* "$OUTDIR/" 2>/dev/null
 }
 
 : > "$OUTDIR/bench.txt"
 gpu_tests
 benches
 runs_at_a_time
-gpu_short
+recipe_table
 
 {
   echo "# GPU check: $GPU, $VERSIONS, $(date -u +%Y-%m-%d)${DRY:+ (dry run on the CPU: nothing measured)}"
