@@ -70,8 +70,9 @@ case $PRESET in
            # (native on GPUs from Ampere on and CPUs with AVX512-BF16 or AMX; emulated elsewhere, ~14x slower: train
            # it where it is native), 4 seeds: the paper's nine rows, the large-batch pair and all of them stacked,
            # a ResNet-56 teacher trained by the same recipe. ROWS= adds the others (cosine+ls, cosine+mixup,
-           # cosine+mixup+ls, cutmix, randaugment, ema, adamw)
-    SEEDS=${SEEDS:-4}; ROWS=${ROWS:-$PAPER_ROWS largebatch largebatch+warmup all}
+           # cosine+mixup+ls, cutmix, randaugment, ema, adamw). On a CPU 2 runs of 1 thread at a time: 1.19-1.23x
+           # the images per second of 1 run of 2 threads (docs/speed.md)
+    SEEDS=${SEEDS:-4}; ROWS=${ROWS:-$PAPER_ROWS largebatch largebatch+warmup all}; CPU_JOBS=2
     FLAGS="--arch resnet20 --epochs 30 --batch-size 128 --amp bf16"
     TEACHER="--arch resnet56"
     NOTES+=("the distillation teacher is a ResNet-56 trained by the same recipe (30 epochs), a bigger net than its

@@ -5,7 +5,7 @@
 # Settings (environment): DATA (data dir; CIFAR-10 is downloaded there, default data), SEEDS, ROWS (a
 # subset of row names), OUT (default runs/<preset>), PYTHON (default python), WEIGHTS, EXTRA (more
 # flags for every run, e.g. "--device cpu"; not --seed, --out or --data, which are set here), JOBS
-# (runs at a time per GPU: default 4 on a GPU, 1 on a CPU), BUDGET (seconds: start a run only where
+# (runs at a time per GPU: default 4 on a GPU, on a CPU the preset's CPU_JOBS or 1), BUDGET (seconds: start a run only where
 # it can end before then, by the mean wall time of the rows finished so far, or by RUN_SECONDS,
 # TEACHER_SECONDS before any has: a guess from measured speed; a run still going at the end of the
 # budget is stopped, to resume), PUBLISHED (default docs/<preset>: the raw results a table starts
@@ -47,7 +47,7 @@ MADE_BY=$(sed -n 's/^preset //p' "$OUT/rows.txt" 2>/dev/null)
 
 NGPU=0
 [[ $EXTRA == *"--device cpu"* ]] || NGPU=$($PYTHON -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0)
-if (( NGPU > 0 )); then JOBS=${JOBS:-4}; SLOTS=$((NGPU * JOBS)); else JOBS=${JOBS:-1}; SLOTS=$JOBS; fi
+if (( NGPU > 0 )); then JOBS=${JOBS:-4}; SLOTS=$((NGPU * JOBS)); else JOBS=${JOBS:-${CPU_JOBS:-1}}; SLOTS=$JOBS; fi
 THREADS=$(( $(nproc 2>/dev/null || echo 1) / SLOTS )); (( THREADS > 0 )) || THREADS=1
 THREADS_FLAG=(); (( SLOTS > 1 )) && THREADS_FLAG=(--threads "$THREADS")  # one run alone takes every core
 START=$SECONDS
