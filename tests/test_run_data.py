@@ -104,6 +104,6 @@ def test_run_all_skips_only_runs_made_on_the_same_files(run_args, tmp_path, fold
     again = run_all(moved)
     assert again.returncode == 0 and '== baseline s0: done (' in again.stdout, again.stdout + again.stderr
     other = run_all(repainted)  # the same names elsewhere, other pixels: the table stops with the run's line
-    assert other.returncode == 1 and 'run_all.sh smoke: baseline s0: error: ' in other.stderr, other.stdout + other.stderr
-    assert 'was trained on other files' in other.stderr and '->' not in other.stdout  # nothing started
+    assert other.returncode == 1 and 'run_all.sh smoke: baseline s0: ' in other.stderr, other.stdout + other.stderr
+    assert 'cannot be part of this table: it was trained on other files' in other.stderr and '->' not in other.stdout
     assert result.stat().st_mtime_ns == stamp
