@@ -85,7 +85,7 @@ def test_summarize_gives_what_readme_and_the_docstrings_quote(tmp_path, capsys):
     readme, measured = summarize.published(runs, header, 'docs/ablation-cpu.md', 'CIFAR-10')
     assert readme.splitlines()[2:] == [
         '| baseline | 71.00 +- 1.41 | - | - |',
-        '| warmup | 74.00 +- 1.41 | +3.00 +- 0.00 | +0.76 |',
+        '| warmup | 74.00 +- 1.41 | +3.00 +- 0.00 | +0.16 |',
         '| nobiasdecay | 71.00 +- 2.83 | +0.00 +- 12.71 (noise) | -0.34 |',  # sd 1.41 / sqrt 2 x 12.71
         '| largebatch+warmup | 72.25 +- 1.77 | +1.25 +- 3.18 (noise) | +0.06 |', '',
         'Still training: cosine, mixup (the seeds done so far are on [the page](docs/ablation-cpu.md)).']

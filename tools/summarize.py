@@ -291,31 +291,47 @@ def published(runs, header, page, data_name):
     return '\n'.join(lines) + '\n', measured
 
 
+def colours(n):
+    """n colours, each its own: tab20's, then evenly spaced hues."""
+    import matplotlib
+    cmap = matplotlib.colormaps['tab20' if n <= 20 else 'hsv']
+    return [cmap(i if n <= 20 else i / n) for i in range(n)]
+
+
 def plot(runs, deltas, path):
-    """Test accuracy per epoch (mean over seeds) for each row, and the deltas with their 95% intervals."""
+    """Test accuracy per epoch (mean over seeds) for each row, each in its own colour, and the deltas with
+    their 95% intervals, in the row's colour; rows at another batch size than the reference (the large-batch
+    pair, tens of points away) in a panel of their own, so that the others' bars stay readable."""
     try:
         import matplotlib
         matplotlib.use('Agg')
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed: no plot (pip install matplotlib)"
-    fig, (curves, bars) = plt.subplots(1, 2, figsize=(13, 5))
-    for i, (row, seeds) in enumerate(runs.items()):
+    colour = dict(zip(runs, colours(len(runs))))
+    reference = next((r for r in REFERENCE_ROWS if r in runs), None)
+    batch = {row: seeds[0][0]['args'].get('batch_size') for row, seeds in runs.items()}
+    apart = [n for n in deltas if reference and batch[n] != batch[reference]]
+    groups = [names for names in ([n for n in deltas if n not in apart], apart) if names]
+    fig, axes = plt.subplots(1, 1 + len(groups), figsize=(6.5 * (1 + len(groups)), 5), squeeze=False,
+                             gridspec_kw={'width_ratios': [1.3] + [1] * len(groups)})
+    curves = axes[0][0]
+    for row, seeds in runs.items():
         epochs = min(len(log) for _, log in seeds)
         if epochs:
             mean = [statistics.fmean(log[e]['test_acc'] for _, log in seeds) for e in range(epochs)]
-            curves.plot(range(1, epochs + 1), mean, label=row, marker='.' if epochs < 20 else None,
-                        linestyle=('-', '--', ':')[i // 10 % 3])  # the colours repeat after 10 rows
+            curves.plot(range(1, epochs + 1), mean, label=row, color=colour[row], marker='.' if epochs < 20 else None)
     curves.set(xlabel='epoch', ylabel='test accuracy (%)', title='test accuracy, mean over seeds')
     curves.xaxis.get_major_locator().set_params(integer=True)
     curves.legend(fontsize=7)
-    names = list(deltas)
-    values = [deltas[n][0] for n in names]
-    errors = [0 if math.isnan(deltas[n][1]) else deltas[n][1] for n in names]
-    bars.barh(names, values, xerr=errors, color=['tab:green' if v > 0 else 'tab:red' for v in values])
-    bars.axvline(0, color='black', linewidth=0.8)
-    bars.invert_yaxis()
-    bars.set(xlabel='difference to the baseline (points, 95% interval)', title='delta per row')
+    for bars, names in zip(axes[0][1:], groups):
+        values = [deltas[n][0] for n in names]
+        errors = [0 if math.isnan(deltas[n][1]) else deltas[n][1] for n in names]
+        bars.barh(names, values, xerr=errors, color=[colour[n] for n in names])
+        bars.axvline(0, color='black', linewidth=0.8)
+        bars.invert_yaxis()
+        bars.set(xlabel=f'difference to {reference} (points, 95% interval)',
+                 title=f"at another batch size than {reference}" if names is apart else 'delta per row')
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
