@@ -563,3 +563,18 @@ def test_summarize_leaves_out_a_result_whose_accuracy_is_no_number_or_not_its_lo
     text = summarize.main([str(root)])
     assert f"gives final_test_acc {acc}, not a number" in text
     assert "says 99.99%, but the last epoch of its log.jsonl says 71.0%" in text
+
+
+def test_summarize_tells_two_rows_of_one_trick_apart_by_the_flags_that_differ_between_them(tmp_path):
+    root = tmp_path / 'cpu'
+    for seed in (0, 1):
+        fake_run(root, 'baseline', seed, 70.0 + seed)
+        for row, warmup in (('largebatch', 0.0), ('largebatch+warmup', None)):
+            fake_run(root, row, seed, 60.0 + seed)
+            edit_json(root / row / f's{seed}' / 'result.json',
+                      tricks={'largebatch': {'warmup_epochs': warmup, 'batch_size': 1024}})
+    cells = {line.split('|')[1].strip(): line.split('|')[2].strip() for line in summarize.main([str(root)]).splitlines()
+             if line.startswith('| ') and not line.startswith('| Row')}
+    # the batch size is the same in both rows: said by the row's name and flags, not here
+    assert cells == {'baseline': '-', 'largebatch': 'largebatch warmup-epochs=0.0',
+                     'largebatch+warmup': 'largebatch warmup-epochs=default'}

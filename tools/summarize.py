@@ -193,6 +193,22 @@ def diverged_runs(root, order):
     return found
 
 
+def tricks_cells(runs):
+    """Each row's Tricks cell: its tricks, each with those of its flags whose values differ between the rows
+    that run it, so that two rows of one trick read apart (largebatch warmup-epochs=0.0 beside largebatch
+    warmup-epochs=default, its 10% warmup); a flag left at None shows as `default`."""
+    def word(flag, value):
+        return f"{flag.replace('_', '-')}={'default' if value is None else json.dumps(value)}"
+    values = {}  # (trick, flag) -> the values the rows give it
+    for seeds in runs.values():
+        for trick, flags in seeds[0][0]['tricks'].items():
+            for flag, value in flags.items():
+                values.setdefault((trick, flag), set()).add(json.dumps(value))
+    return {row: ', '.join(' '.join([trick] + [word(f, v) for f, v in flags.items() if len(values[trick, f]) > 1])
+                           for trick, flags in seeds[0][0]['tricks'].items()) or '-'
+            for row, seeds in runs.items()}
+
+
 def table(runs, header, missing, preset, damaged=None, diverged=None, teacher_seconds=0.0):
     """The page's text, and each row's (delta, half-width of its 95% interval). diverged: {row: [seed folders]}
     of runs whose loss stopped being a number; teacher_seconds: the teacher's wall time, counted in the hours."""
@@ -218,7 +234,7 @@ def table(runs, header, missing, preset, damaged=None, diverged=None, teacher_se
               "*noise*: inside that interval", ""]
     lines.append("| Row | Tricks | Test acc. (%) | Delta | Seeds | Epochs | Wall time / run | Reported |")
     lines.append("|---|---|---|---|---|---|---|---|")
-    deltas = {}
+    deltas, cells = {}, tricks_cells(runs)
     planned = int(header.get('seeds', ['0'])[0])
     for row, values in accs.items():
         mean, std = stats(values)
@@ -235,7 +251,6 @@ def table(runs, header, missing, preset, damaged=None, diverged=None, teacher_se
                 delta += (f" +- {se:.2f} (95%: +-{half:.2f})" + ('' if paired else ' (unpaired)') +
                           (' *noise*' if abs(d) < half else ''))
         results = [r for r, _ in runs[row]]
-        tricks = ', '.join(results[0]['tricks']) or '-'
         wall = statistics.fmean(r['wall_seconds'] for r in results)
         wall = f"{wall / 60:.1f} min" if wall >= 60 else f"{wall:.0f} s"
         seeds = f"{len(values)} of {planned}" if len(values) < planned else f"{len(values)}"  # a table still filling
@@ -243,7 +258,7 @@ def table(runs, header, missing, preset, damaged=None, diverged=None, teacher_se
             seeds += f" ({len(damaged[row])} damaged, left out)"
         if diverged.get(row):
             seeds += f" (+{len(diverged[row])} diverged)"
-        lines.append(f"| {row} | {tricks} | {acc} | {delta} | {seeds} | {results[0]['epochs']} | "
+        lines.append(f"| {row} | {cells[row]} | {acc} | {delta} | {seeds} | {results[0]['epochs']} | "
                      f"{wall} | {PAPER.get(row, '-')} |")
     for row in [r for r in diverged if r not in runs]:  # every seed diverged: said, not dropped
         lines.append(f"| {row} | - | diverged | - | 0 (+{len(diverged[row])} diverged) | - | - | "
