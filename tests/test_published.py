@@ -36,3 +36,17 @@ def test_readme_and_the_docstrings_quote_the_table_as_it_is():
         said = MEASURED.findall(one_line(ast.get_docstring(ast.parse(script.read_text())) or ''))
         expected = [one_line(line) for line in measured.get(script.name, [])]
         assert said == expected, f"{script.name}'s docstring should say, from the raw results:\n" + '\n'.join(expected)
+
+
+def test_every_signed_figure_in_readmes_results_prose_is_a_delta_of_the_table_or_a_papers():
+    """README's Results prose restates figures: each signed decimal there (+0.79, -2.64) must be a row's delta
+    as summarize computes it from the raw results, or a change a paper reports (summarize.PAPER)."""
+    runs, header, _, _ = summarize.read_runs(RAW)
+    _, deltas = summarize.table(runs, header, [], 'cpu')
+    allowed = {f"{d:+.2f}" for d, _ in deltas.values()}
+    allowed |= {figure for text in summarize.PAPER.values() for figure in re.findall(r'[+-]\d+\.\d+', text)}
+    readme = (REPO / 'README.md').read_text()
+    results = readme.split('\n## Results\n', 1)[1].split('\n## ', 1)[0]
+    prose = '\n'.join(line for line in results.splitlines() if not line.startswith('|'))
+    said = re.findall(r'(?<![\w.])[+-]\d+\.\d+', prose)
+    assert said and not [f for f in said if f not in allowed], f"not from the raw results or a paper: {said}"
