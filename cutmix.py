@@ -22,11 +22,12 @@ import sys
 import torch
 
 import common
+from support.flags import beta_alpha  # the range torch's Beta sampler draws right
 
 
 def add_args(parser):
-    parser.add_argument('--cutmix-alpha', type=common.positive_float, default=1.0,
-                        help='Beta(alpha, alpha) for the kept area (default: %(default)s)')
+    parser.add_argument('--cutmix-alpha', type=beta_alpha, default=1.0,
+                        help='Beta(alpha, alpha) for the kept area, 0.01 .. 1e38 (default: %(default)s)')
     parser.add_argument('--cutmix-prob', type=common.unit_interval, default=0.5,
                         help='probability that a batch gets CutMix (default: %(default)s)')
 

@@ -29,10 +29,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import common
+from support.flags import whole_between
 
 
 def add_args(parser):
-    parser.add_argument('--ghm-bins', type=common.at_least(1), default=10, help='bins of g over [0, 1] (default: %(default)s)')
+    # more bins than a batch has examples leave most of them empty; 1e11 bins would not fit in memory
+    parser.add_argument('--ghm-bins', type=whole_between(1, 1000), default=10,
+                        help='bins of g over [0, 1], 1 .. 1000 (default: %(default)s)')
     parser.add_argument('--ghm-momentum', type=common.fraction, default=0.75,
                         help='momentum of the running bin counts (default: %(default)s)')
 

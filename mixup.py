@@ -21,11 +21,12 @@ import sys
 import torch
 
 import common
+from support.flags import beta_alpha  # the range torch's Beta sampler draws right
 
 
 def add_args(parser):
-    parser.add_argument('--alpha', type=common.positive_float, default=0.2,
-                        help='Beta(alpha, alpha) for the mixing weight (default: %(default)s)')
+    parser.add_argument('--alpha', type=beta_alpha, default=0.2,
+                        help='Beta(alpha, alpha) for the mixing weight, 0.01 .. 1e38 (default: %(default)s)')
 
 
 def mix(images, targets, lam):

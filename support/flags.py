@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import importlib
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -50,16 +51,41 @@ def at_least(minimum, kind=int):
     return parse
 
 
-def between(low, high, low_open=False, high_open=False):
-    """A float in the interval from low to high; `open` ends exclude their bound."""
+def between(low, high, low_open=False, high_open=False, why=''):
+    """A float in the interval from low to high; `open` ends exclude their bound; `why` follows the range in
+    the error (where the bound comes from)."""
     def parse(text):
         value = float(text)
         if not (low < value if low_open else low <= value) or not (value < high if high_open else value <= high):
-            raise argparse.ArgumentTypeError(f"must be in {'(' if low_open else '['}{low}, {high}"
-                                             f"{')' if high_open else ']'}, got {text}")
+            raise argparse.ArgumentTypeError(f"must be in {'(' if low_open else '['}{low:g}, {high:g}"
+                                             f"{')' if high_open else ']'}{why}, got {text}")
         return value
     parse.__name__ = 'float'
     return parse
+
+
+def whole_between(low, high, why=''):
+    """A whole number in low .. high; `why` follows the range in the error."""
+    def parse(text):
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in {low} .. {high}{why}, got {text}")
+        return value
+    parse.__name__ = 'int'  # argparse names it in "invalid int value: 'x'"
+    return parse
+
+
+def usable_cpus():
+    """The CPUs this process may run on: its affinity mask where the system has one (a container's share)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+
+
+# torch's Beta sampler clamps each of its two gamma draws at float32's smallest normal number (1.2e-38) and
+# returns g1 / (g1 + g2): below alpha 0.01 both are clamped for a share of the draws, which come out exactly
+# 0.5 where Beta(alpha, alpha) lies near 0 or 1 (1 in 17 draws at 0.002, none in 200,000 at 0.01); below 1e-45
+# alpha is 0 in float32 and it raises. Above 1e38 it is no float32 number (3.4e38 the largest) and every draw
+# comes out 1.2e-38, not 0.5.
+beta_alpha = between(0.01, 1e38, why=" (torch's Beta sampler draws wrong values outside it)")
 
 
 fraction = between(0, 1, high_open=True)                       # [0, 1): momentum, val split, smoothing
@@ -129,7 +155,9 @@ def add_loop_flags(flags, recipe):
            f"default: {' '.join(map(str, recipe['milestones']))})")
     a('--seed', type=seed, default=0, help='random seed, 0 .. 2**31 - 1 (default: %(default)s)')
     a('--device', default='auto', help='auto (cuda, then mps, else cpu), cpu, cuda, cuda:1, mps')
-    a('--threads', type=at_least(1), help='CPU threads for PyTorch (default: all cores)')
+    cpus = usable_cpus()  # more threads than CPUs: 135 s a step at 1,000 on 2 cores; a crash at 100,000
+    a('--threads', type=whole_between(1, cpus, ' (the CPUs this process may use)'),
+      help=f'CPU threads for PyTorch, 1 .. {cpus} here (default: all cores)')
     a('--amp', nargs='?', const='auto', choices=('auto', 'fp16', 'bf16'),
       help='mixed precision; auto: bf16 where the device has it (CUDA from Ampere on, a CPU with AVX512-BF16 or '
            'AMX), else fp16 + grad scaler on CUDA; fp16 or bf16 to choose')
@@ -147,8 +175,9 @@ def add_loop_flags(flags, recipe):
       help='folder data: training size in px (default: the images own size up to 64 px, else 224)')
     a('--color-jitter', type=fraction, default=recipe['color_jitter'], metavar='S',
       help='scale brightness, contrast, saturation by U(1-S, 1+S) per image (the paper: 0.4; default: %(default)s)')
-    a('--lighting', type=at_least(0.0, float), default=recipe['lighting'], metavar='STD',
-      help="AlexNet's PCA lighting noise with this std (the paper: 0.1; default: %(default)s)")
+    a('--lighting', type=between(0, 1, why=" (up to 10 x the paper's 0.1)"),
+      default=recipe['lighting'], metavar='STD',
+      help="AlexNet's PCA lighting noise with this std, 0 .. 1 (the paper: 0.1; default: %(default)s)")
     a('--test-scale', type=positive_float, default=1.0, metavar='F',
       help='folder data: test at F x the training size (FixRes; default: %(default)s)')
     a('--init', choices=('default', 'xavier'), default=recipe['init'],

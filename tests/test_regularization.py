@@ -114,3 +114,27 @@ def test_randaugment_applies_each_op_per_image():
     out = randaugment.rand_augment(x, 1, 30)
     changed = (out != x).flatten(1).any(1)
     assert 0.5 < changed.float().mean() < 1  # identity and a few no-op draws leave some images alone
+
+
+# ---------------------------------------------------------------- the Beta sampler's range
+
+def test_torchs_beta_sampler_returns_exact_halves_below_alpha_0_01_which_is_why_mixup_and_cutmix_refuse_it():
+    """Both gamma draws clamped at float32's smallest normal number give 0.5, where Beta(alpha, alpha) lies near
+    0 or 1: 1 in 17 draws at 0.002, none at 0.01 (support/flags.py's beta_alpha). If torch fixes it, the bound
+    can go."""
+    torch.manual_seed(0)
+    assert (torch.distributions.Beta(0.002, 0.002).sample((20_000,)) == 0.5).sum() > 500
+    assert (torch.distributions.Beta(0.01, 0.01).sample((20_000,)) == 0.5).sum() == 0
+
+
+@pytest.mark.parametrize('script, flag, value', [
+    (mixup, '--alpha', '1e-50'), (mixup, '--alpha', '0.005'), (mixup, '--alpha', '1e39'),
+    (cutmix, '--cutmix-alpha', '1e-60'), (cutmix, '--cutmix-alpha', '0')])
+def test_an_alpha_outside_what_the_beta_sampler_draws_right_is_one_argparse_line(script, flag, value, capsys):
+    from support.flags import parse
+    with pytest.raises(SystemExit) as e:
+        parse(script, [flag, value], common.RECIPE)
+    assert e.value.code == 2
+    assert (f"argument {flag}: must be in [0.01, 1e+38] (torch's Beta sampler draws wrong values outside it), "
+            f"got {value}") in capsys.readouterr().err
+    assert parse(script, [flag, '0.01'], common.RECIPE)[0].__dict__[flag[2:].replace('-', '_')] == 0.01
