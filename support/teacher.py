@@ -38,7 +38,8 @@ def check_teacher(saved, run):
             'std': data.std.flatten().tolist()}
     for key in ours if saved else ():  # a state dict (--teacher-arch) says nothing of its data
         if saved[key] != ours[key]:
-            fail(f"distill: the teacher's {key} ({saved[key]}) is not the student's ({ours[key]}): "
+            theirs, mine = shown(saved[key], ours[key])
+            fail(f"distill: the teacher's {key} ({theirs}) is not the student's ({mine}): "
                  "train the teacher on the student's data")
     if split and (saved is None or 'data' not in saved):  # a state dict, or a model.pt from before fingerprints
         run.log(f"distill: cannot tell which images {run.args.teacher} was trained on: if it saw the student's "
@@ -50,3 +51,13 @@ def check_teacher(saved, run):
     elif split and saved['data']['digest'] != run.fingerprint['digest']:  # other files: other val images
         fail(f"distill: the student selects on --val-split {split} of its data, but the teacher was trained "
              "on other files (it may have seen those images): train the teacher on the student's --data")
+
+
+def shown(theirs, ours, most=6):
+    """The teacher's value and the student's as an error shows them: whole, but lists of more than `most` items
+    (3,000 class names made a line of 27 KB) by their length and the first item in which they differ."""
+    if not isinstance(theirs, list) or not isinstance(ours, list) or max(len(theirs), len(ours)) <= most:
+        return theirs, ours
+    i = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), min(len(theirs), len(ours)))
+    return tuple(f"{len(values)} items; #{i + 1}: {repr(values[i]) if i < len(values) else 'none'}"
+                 for values in (theirs, ours))

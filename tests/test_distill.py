@@ -164,3 +164,35 @@ def test_distillation_mixup_and_cutmix_compose(run_args, tmp_path):
     result = common.main(cutmix, run_args('--cutmix-prob', '1', '--with', 'mixup', 'distill', '--teacher',
                                           tmp_path / 'teacher' / 'model.pt', out='student'))
     assert set(result['tricks']) == {'cutmix', 'mixup', 'distill'}
+
+
+# ---------------------------------------------------------------- flags that cannot train, one line each
+
+@pytest.mark.parametrize('value', ['1e200', '1e-200', '0.001', '1001'])
+def test_a_temperature_outside_0_01_to_1000_is_one_argparse_line_not_an_overflow_or_a_divergence(value, capsys):
+    from support.flags import parse
+    with pytest.raises(SystemExit) as e:
+        parse(distill, ['--temperature', value], common.RECIPE)
+    assert e.value.code == 2
+    assert f"argument --temperature: must be in [0.01, 1000] (the paper's is 20), got {value}" in capsys.readouterr().err
+
+
+def test_both_weights_0_stop_before_the_teacher_loads_as_the_loss_would_be_exactly_0():
+    run = SimpleNamespace(args=SimpleNamespace(hard_weight=0.0, soft_weight=0.0, teacher='not/read.pt'))
+    with pytest.raises(SystemExit, match=r'^error: distill: --hard-weight 0 and --soft-weight 0 make the loss 0, and '
+                                         r'nothing would train: give either a weight above 0$'):
+        distill.start(run)
+
+
+def test_a_teacher_of_3000_classes_is_named_by_its_count_and_first_other_class_not_a_line_listing_all():
+    from support.teacher import check_teacher
+    student = SimpleNamespace(classes=['cat', 'dog', 'owl'], image_size=32, mean=torch.zeros(3), std=torch.ones(3))
+    run = SimpleNamespace(data=student, args=SimpleNamespace(val_split=0.0))
+    saved = {'classes': ['cat', 'dog'] + [f'class{i}' for i in range(2998)], 'image_size': 32, 'mean': [0.0] * 3,
+             'std': [1.0] * 3}
+    with pytest.raises(SystemExit) as e:
+        check_teacher(saved, run)
+    assert str(e.value) == ("error: distill: the teacher's classes (3000 items; #3: 'class0') is not the student's "
+                            "(3 items; #3: 'owl'): train the teacher on the student's data")
+    with pytest.raises(SystemExit, match=r"\(3000 items; #4: 'class1'\) is not the student's \(3 items; #4: none\)"):
+        check_teacher(dict(saved, classes=['cat', 'dog', 'owl'] + saved['classes'][3:]), run)
