@@ -39,6 +39,10 @@ def load_model(path, device, ema=False):
 @torch.no_grad()
 def predict(net, saved, image_dir, batch_size, device):
     """(file, class, probability) for every image under image_dir."""
+    if not Path(image_dir).exists():
+        common.fail(f"--predict {image_dir} does not exist: give the folder of images to label")
+    if not Path(image_dir).is_dir():
+        common.fail(f"--predict {image_dir} is a file: give the folder that holds the images to label")
     files = sorted(p for p in Path(image_dir).rglob('*') if p.suffix.lower() in datasets.IMAGE_EXTENSIONS)
     if not files:
         common.fail(f"--predict {image_dir}: no images ({', '.join(datasets.IMAGE_EXTENSIONS)}) in it")
@@ -111,7 +115,10 @@ def main(argv=None):
     run = SimpleNamespace(data=data, rank=0, world=1, device=device, amp_dtype=None,
                           args=SimpleNamespace(batch_size=args.batch_size, channels_last=False))
     metrics = common.evaluate(run, data.test, data.test_index, 'test', net=net)
-    print(f"test loss {metrics['test_loss']:.4f}  top-5 {metrics['test_top5']:.2f}%")
+    if len(data.classes) <= 5:  # top-5 of 5 classes or fewer is always 100%: left out, as training leaves it out
+        del metrics['test_top5']
+    top5 = f"  top-5 {metrics['test_top5']:.2f}%" if 'test_top5' in metrics else ''
+    print(f"test loss {metrics['test_loss']:.4f}{top5}")
     print(f"test accuracy: {metrics['test_acc']:.2f}%")
     return metrics
 

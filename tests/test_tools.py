@@ -578,3 +578,32 @@ def test_summarize_tells_two_rows_of_one_trick_apart_by_the_flags_that_differ_be
     # the batch size is the same in both rows: said by the row's name and flags, not here
     assert cells == {'baseline': '-', 'largebatch': 'largebatch warmup-epochs=0.0',
                      'largebatch+warmup': 'largebatch warmup-epochs=default'}
+
+
+def test_summarize_with_out_at_a_file_or_under_one_is_one_line(tmp_path):
+    fake_run(tmp_path / 'cpu', 'baseline', 0, 70.0)
+    (tmp_path / 'afile').write_text('x')
+    with pytest.raises(SystemExit, match=r'^error: --out .*afile is a file: give a folder for the table and plot$'):
+        summarize.main([str(tmp_path / 'cpu'), '--out', str(tmp_path / 'afile')])
+    with pytest.raises(SystemExit, match=r'^error: --out .*afile/sub: cannot make that folder \(Not a directory\): '
+                                         r'give another$'):
+        summarize.main([str(tmp_path / 'cpu'), '--out', str(tmp_path / 'afile' / 'sub')])
+
+
+def test_evaluate_leaves_top5_out_at_5_classes_or_fewer_as_training_does(folder, tmp_path, capsys):
+    import evaluate
+    metrics = evaluate.main([str(model_file(tmp_path / 'model.pt')), '--data', str(folder), '--device', 'cpu',
+                             '--cache-dir', str(tmp_path / 'cache')])
+    assert set(metrics) == {'test_loss', 'test_acc'}  # 3 classes: top-5 is 100% whatever the net
+    assert 'top-5' not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('what', ['missing', 'a file'])
+def test_evaluate_predict_on_a_missing_path_or_a_file_says_so_not_that_it_holds_no_images(what, folder, tmp_path):
+    import evaluate
+    path = {'missing': tmp_path / 'nowhere', 'a file': next((folder / 'test' / 'class1').iterdir())}[what]
+    message = {'missing': 'does not exist: give the folder of images to label',
+               'a file': 'is a file: give the folder that holds the images to label'}[what]
+    with pytest.raises(SystemExit, match=rf'^error: --predict .* {message}$'):
+        evaluate.main([str(model_file(tmp_path / 'model.pt')), '--predict', str(path), '--csv',
+                       str(tmp_path / 'p.csv'), '--device', 'cpu'])

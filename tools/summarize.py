@@ -387,7 +387,12 @@ def main(argv=None):
     preset = header.get('preset', [root.name])[0]
     header.setdefault('note', []).extend(args.note)
     out = Path(args.out or root)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"error: --out {out} is a file: give a folder for the table and plot")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file on the way (--out afile/sub), or a folder this user cannot write in
+        raise SystemExit(f"error: --out {out}: cannot make that folder ({e.strerror}): give another") from None
     text, deltas = table(runs, header, missing, preset, damaged, diverged, teacher_seconds)
     (out / f'ablation-{preset}.md').write_text(text)
     print(text)
