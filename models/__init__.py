@@ -129,7 +129,14 @@ def load_weights(model, weights):
         if weights not in enum.__members__:
             raise ValueError(f"{weights} is not a torchvision weight name for {model.arch} "
                              f"(choose from {', '.join(enum.__members__)})")
-        state = enum[weights].get_state_dict(progress=False)
+        try:
+            state = enum[weights].get_state_dict(progress=False)
+        except OSError as e:  # offline (a URLError), a timeout, a full disk in torch's cache
+            why = getattr(e, 'reason', None) or e.strerror or e
+            raise ValueError(f"--weights {weights}: torchvision's {model.arch} weights could not be downloaded "
+                             f"({why}): go online once (torch keeps them in its cache), or give --weights PATH, a "
+                             f"local file: torch.save(torchvision.models.{TORCHVISION_NAMES[model.arch]}(weights="
+                             f"'{weights}').state_dict(), PATH) where it is online") from None
         source = f"torchvision {model.arch} {weights}"
     if isinstance(state, dict) and 'arch' in state and ('state_dict' in state or 'model' in state):
         # a model.pt of this repo (or a last.pt, which holds the same): its weights, for the arch it was made for

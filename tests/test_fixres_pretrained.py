@@ -80,3 +80,20 @@ def test_pretrained_refuses_mismatched_weights_and_zero_gamma(big_args, tmp_path
         common.main(pretrained, big_args('--weights', imagenet_weights, '--arch', 'resnet50', '--with', 'resnet_d'))
     with pytest.raises(SystemExit, match='ImageNet weights for'):
         common.main(pretrained, big_args('--weights', imagenet_weights, '--arch', 'resnet20'))
+
+
+def test_pretrained_weights_that_cannot_be_downloaded_say_so_and_name_weights_path(big_args, monkeypatch):
+    """Offline, the run ended on a bare '<urlopen error [Errno -3] Temporary failure in name resolution>'."""
+    import urllib.error
+
+    import torchvision.models._api as api
+
+    def offline(url, *args, **kwargs):
+        raise urllib.error.URLError(OSError(-3, 'Temporary failure in name resolution'))
+    monkeypatch.setattr(api, 'load_state_dict_from_url', offline)
+    with pytest.raises(SystemExit, match=r"^error: --weights IMAGENET1K_V1: torchvision's resnet18 weights could not "
+                                         r"be downloaded \(\[Errno -3\] Temporary failure in name resolution\): "
+                                         r"go online once .*, or give --weights PATH, a local file: torch.save\("
+                                         r"torchvision.models.resnet18\(weights='IMAGENET1K_V1'\).state_dict\(\), "
+                                         r"PATH\) where it is online$"):
+        common.prepare(pretrained, big_args())
