@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 import augment
 from support import archive, cuda_graph, datasets, report
-from support.device import agree_across_processes, amp_dtype, start_processes
+from support.device import agree_across_processes, amp_dtype, check_shares, start_processes
 from support.flags import fail, fill_in_defaults, hooks, parse, replaced
 from support.nets import build_net
 # the flag types the tricks use, here so that a trick imports only common
@@ -315,6 +315,7 @@ def build(args, tricks, trick_flags, rank, world, device, source, log, fingerpri
                              args.subset, args.test_subset, args.cache_dir, args.stream)
     except datasets.DataError as e:
         fail(str(e))
+    check_shares(args, world, len(data.train_index))  # a train set smaller than the batch, split over processes
     net = build_net(args, tricks, len(data.classes), log).to(device)  # support/nets.py
     if args.channels_last:
         net.to(memory_format=torch.channels_last)

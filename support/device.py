@@ -47,6 +47,21 @@ def start_processes(args):
     return rank, world, device
 
 
+def check_shares(args, world, train_images):
+    """Stop where the global batch, split over the processes, leaves one of them without images: a train set
+    smaller than the batch is one batch of them all, cut into the processes' shares in rank order, so the last
+    shares were empty (and their loss, a mean over no images, nan: 'training diverged ... lower --lr')."""
+    share = args.batch_size // world
+    if world == 1 or train_images > (world - 1) * share:
+        return
+    first = -(-train_images // share)  # the first rank whose share starts past the last image
+    empty = f"process {first}" if first == world - 1 else f"processes {first} to {world - 1}"
+    fits = train_images // world * world  # the largest batch that splits evenly and fills every share
+    fix = f"give --batch-size {fits} or less" if fits else f"run at most {train_images} processes"
+    fail(f"--batch-size {args.batch_size} over {world} processes: the train set has "
+         f"{plural(train_images, 'image')}, fewer than the batch, so {empty} would get none of them: {fix}")
+
+
 def amp_dtype(args, device, log):
     """The autocast dtype of --amp, or None (fp32).
 

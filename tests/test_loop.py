@@ -857,3 +857,22 @@ def test_lighting_that_cannot_train_and_threads_beyond_the_cpus_this_process_may
         flags.parse(baseline, list(flags_given), common.RECIPE)
     assert e.value.code == 2 and __import__('re').search(message, capsys.readouterr().err)
     assert flags.parse(baseline, ['--threads', '1'], common.RECIPE)[0].threads == 1
+
+
+@pytest.mark.parametrize('batch, world, images, empty', [
+    (1024, 2, 24, 'process 1 would get none of them: give --batch-size 24 or less'),
+    (1024, 4, 600, 'process 3 would get none of them: give --batch-size 600 or less'),
+    (8, 8, 3, 'processes 3 to 7 would get none of them: run at most 3 processes'),
+    (1024, 2, 600, None), (16, 2, 24, None), (1024, 1, 5, None)])
+def test_a_global_batch_that_leaves_a_process_without_images_stops_naming_it_not_as_a_divergence(
+        batch, world, images, empty):
+    """torchrun --nproc_per_node 2 largebatch.py on 24 images: process 1's share of the one batch was empty, its
+    loss nan, and the line said 'training diverged ... lower --lr'. Fewer images than the batch on one process,
+    or shares that all hold some, train as before."""
+    from support.device import check_shares
+    if empty is None:
+        check_shares(types.SimpleNamespace(batch_size=batch), world, images)
+        return
+    with pytest.raises(SystemExit, match=rf'^error: --batch-size {batch} over {world} processes: the train set has '
+                                         rf'{images} images, fewer than the batch, so {empty}$'):
+        check_shares(types.SimpleNamespace(batch_size=batch), world, images)
