@@ -61,7 +61,9 @@ def test_run_all_sh_and_its_runner_edited_in_place_while_it_runs_go_on_as_they_w
 @pytest.mark.parametrize('settings, message', [
     ({'ROWS': 'baseline cosine baseline'}, 'ROWS names baseline twice: give each row once'),
     ({'EXTRA': '--lr 0.05 --seed 5'}, 'EXTRA sets --seed, which run_all.sh sets for each run: use SEEDS, OUT or DATA'),
-    ({'EXTRA': '--out=x'}, 'EXTRA sets --out'), ({'EXTRA': '--data x'}, 'EXTRA sets --data')])
+    ({'EXTRA': '--out=x'}, 'EXTRA sets --out'), ({'EXTRA': '--data x'}, 'EXTRA sets --data'),
+    ({'EXTRA': '--lr 0.05 --force'}, 'EXTRA holds --force, but run_all.sh gives every run --resume (a finished run '
+                                     'is skipped, an unfinished one goes on): to train a run again, delete its folder')])
 def test_a_repeated_row_or_extra_setting_what_run_all_sets_stops_before_any_run(tmp_path, settings, message):
     env = dict(os.environ, OUT=str(tmp_path / 'out'), PYTHON='false', **settings)
     proc = subprocess.run(['bash', 'run_all.sh', 'smoke'], cwd=REPO, env=env, capture_output=True, text=True,
@@ -72,10 +74,11 @@ def test_a_repeated_row_or_extra_setting_what_run_all_sets_stops_before_any_run(
 
 
 def fake_python(tmp_path, body):
-    """A stand-in for python that run_all.sh calls: its probes (-c) fail, the check of carried runs passes, a
-    run does `body`."""
+    """A stand-in for python that run_all.sh calls: its probes (-c) fail, the checks of carried runs and of the
+    data pass, a run does `body`."""
     fake = tmp_path / 'python'
-    fake.write_text(f'#!/bin/sh\ncase "$1" in -c) exit 1 ;; tools/carry.py) cat > /dev/null; exit 0 ;; esac\n{body}\n')
+    fake.write_text(f'#!/bin/sh\ncase "$1" in -c) exit 1 ;; tools/carry.py) cat > /dev/null; exit 0 ;; '
+                    f'tools/check_data.py) exit 0 ;; esac\n{body}\n')
     fake.chmod(0o755)
     return str(fake)
 
@@ -397,3 +400,52 @@ def test_a_table_never_writes_into_a_published_folder_nor_over_another_presets_t
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and message.format(pub=published) in lines[0], proc.stderr
     assert sorted(tmp_path.rglob('*')) == before
+
+
+# ---------------------------------------------------------------- the data, checked once before any run
+
+def test_the_data_check_stops_offline_without_cifar_and_passes_where_its_files_or_a_folder_tree_are(
+        tmp_path, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    import check_data
+
+    def offline(url, timeout):
+        raise urllib.error.URLError(OSError(-2, 'Name or service not known'))
+    monkeypatch.setattr(urllib.request, 'urlopen', offline)
+    with pytest.raises(SystemExit, match=r'^error: DATA=.*nodata holds no cifar10 \(cifar-10-batches-py/ or '
+                                         r'cifar-10-python.tar.gz\), and it cannot be downloaded \(\[Errno -2\] Name or '
+                                         r'service not known\): offline, put cifar-10-python.tar.gz from https://\S+ '
+                                         r'into /\S+/nodata, or give DATA a folder that holds it, or an ImageFolder tree$'):
+        check_data.check(['baseline.py', '--data', str(tmp_path / 'nodata'), '--seed', '0'])
+    with pytest.raises(SystemExit, match=r'^error: DATA=.*cifar100data holds no cifar100 \(cifar-100-python/'):
+        check_data.check(['baseline.py', '--data', str(tmp_path / 'cifar100data'), '--dataset', 'cifar100'])
+    (tmp_path / 'tgz').mkdir()
+    (tmp_path / 'tgz' / 'cifar-10-python.tar.gz').write_bytes(b'')  # there: each run checks it when it loads
+    check_data.check(['baseline.py', '--data', str(tmp_path / 'tgz')])
+    check_data.check(['baseline.py', '--data', str(make_folder(tmp_path / 'tree'))])  # a folder tree: no download
+    (tmp_path / 'afile').write_text('x')
+    with pytest.raises(SystemExit, match=r'^error: DATA=.*afile: --data .*afile is a file: give a folder'):
+        check_data.check(['baseline.py', '--data', str(tmp_path / 'afile')])
+
+
+def test_run_all_offline_without_cifar_stops_once_in_one_line_before_any_run(tmp_path):
+    """Each of the smoke table's 17 runs failed alike after trying the download (81 s). Offline here: the
+    download goes through a proxy that refuses every connection."""
+    env = dict(os.environ, DATA=str(tmp_path / 'nodata'), OUT=str(tmp_path / 'out'), PYTHON=sys.executable,
+               https_proxy='http://127.0.0.1:9', HTTPS_PROXY='http://127.0.0.1:9', no_proxy='', NO_PROXY='')
+    proc = subprocess.run(['bash', 'run_all.sh', 'smoke'], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count('\n') == 1, proc.stdout + proc.stderr
+    assert proc.stderr.startswith(f"run_all.sh: DATA={tmp_path / 'nodata'} holds no cifar10 (")
+    assert 'cannot be downloaded (' in proc.stderr and not (tmp_path / 'out').exists() and not proc.stdout
+
+
+def test_the_last_line_names_the_table_by_its_absolute_path_as_a_relative_out_is_read_from_the_repo(tmp_path):
+    out = os.path.relpath(tmp_path / 'out', REPO)  # run_all.sh reads OUT from its own folder, not the caller's
+    env = dict(os.environ, OUT=out, ROWS='baseline', DATA=str(tmp_path), PYTHON=fake_python(tmp_path, 'exit 0'))
+    proc = subprocess.run(['bash', 'run_all.sh', 'smoke'], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1].endswith(f"; table in {os.path.realpath(tmp_path / 'out')}/ablation-smoke.md")

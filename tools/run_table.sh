@@ -164,6 +164,8 @@ for flag in --seed --out --data; do  # run_all.sh sets them for each run
   [[ " $EXTRA " != *" $flag "* && " $EXTRA " != *" $flag="* ]] ||
     { echo "run_all.sh: EXTRA sets $flag, which run_all.sh sets for each run: use SEEDS, OUT or DATA instead" >&2; exit 2; }
 done
+[[ " $EXTRA " != *" --force "* ]] ||  # the run would stop at "--force ... and --resume ...: drop one of them"
+  { echo "run_all.sh: EXTRA holds --force, but run_all.sh gives every run --resume (a finished run is skipped, an unfinished one goes on): to train a run again, delete its folder (OUT/<row>/s<seed>)" >&2; exit 2; }
 
 COMMAND="bash run_all.sh $PRESET"
 for v in DATA SEEDS ROWS OUT EXTRA WEIGHTS BUDGET JOBS; do  # the variables the caller set, for the record
@@ -222,6 +224,18 @@ if [[ -n $CHECK || -d $PUBLISHED ]] || compgen -G "$OUT/*/s*/result.json" > /dev
 fi
 [[ -z $CHECK ]] || exit 0
 
+# The data, checked once before any run starts where one is still to train (offline without CIFAR, each run
+# failed alike after trying the download). A python that cannot run the check says nothing: the runs say why.
+UNDONE=()  # the words of the first run that is not done
+first_undone() { (( ${#UNDONE[@]} )) || [[ -f $2/result.json ]] || mapfile -t UNDONE < <(words "$2" "${@:3}"); }
+each_run first_undone
+if (( ${#UNDONE[@]} )); then
+  problem=$($PYTHON tools/check_data.py "${UNDONE[@]}" 2>&1 >/dev/null) || {
+    problem=${problem##*$'\n'}  # its last line
+    [[ $problem != "error: "* ]] || { echo "run_all.sh: ${problem#error: }" >&2; exit 2; }
+  }
+fi
+
 mkdir -p "$OUT"
 rm -f "$OUT/paused"  # the runs stopped (or not started) at the time budget, one a line
 { echo "preset $PRESET"; echo "command $COMMAND"; echo "out $OUT"; echo "data $DATA"; echo "flags $FLAGS $EXTRA"
@@ -251,5 +265,5 @@ if (( ${#WAITING[@]} )); then
   for line in "${WAITING[@]}"; do echo "run_all.sh $PRESET: not finished: $line"; done
   exit 3
 fi
-echo "run_all.sh $PRESET: done in $((SECONDS - START))s; table in $OUT/ablation-$PRESET.md"
+echo "run_all.sh $PRESET: done in $((SECONDS - START))s; table in $(realpath -m -- "$OUT")/ablation-$PRESET.md"
 exit 0
