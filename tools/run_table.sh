@@ -2,26 +2,26 @@
 # and row_command (what each row runs): each row over SEEDS seeds into $OUT/<row>/s<seed>, then the
 # table. Not a script of its own.
 #
-# Settings (environment): DATA (data dir; CIFAR-10 is downloaded there, default data), SEEDS, ROWS (a
-# subset of row names), OUT (default runs/<preset>), PYTHON (default python), WEIGHTS, EXTRA (more
-# flags for every run, e.g. "--device cpu"; not --seed, --out or --data, which are set here), JOBS
-# (runs at a time per GPU: default 4 on a GPU, on a CPU the preset's CPU_JOBS or 1), BUDGET (seconds: start a run only where
-# it can end before then, by the mean wall time of the rows finished so far, or by RUN_SECONDS,
-# TEACHER_SECONDS before any has: a guess from measured speed; a run still going at the end of the
-# budget is stopped, to resume), PUBLISHED (default docs/<preset>: the raw results a table starts
-# from), CHECK=1 (say what each run would do: done, carried, resumed, trained or refused; write nothing).
+# Settings (environment): DATA (data dir; CIFAR-10 is downloaded there, default data), SEEDS, ROWS (a subset of
+# row names), OUT (default runs/<preset>), PYTHON (default python), WEIGHTS, EXTRA (more flags for every run,
+# e.g. "--device cpu"; not --seed, --out or --data, which are set here, nor --force: every run gets --resume),
+# JOBS (runs at a time per GPU: default 4 on a GPU, on a CPU the preset's CPU_JOBS or 1), BUDGET (seconds: start
+# a run only where it can end before then, by the mean wall time of the rows finished so far, or by RUN_SECONDS,
+# TEACHER_SECONDS before any has: a guess from measured speed; a run still going at the end of the budget is
+# stopped, to resume), PUBLISHED (default docs/<preset>: the raw results a table starts from), CHECK=1 (say what
+# each run would do: done, carried, resumed, trained or refused; write nothing).
 #
-# Idempotent and resumable: a finished run (result.json) is skipped, an unfinished one (last.pt)
-# resumes, so a stopped run_all.sh loses at most the epoch in flight of each run. Before any run starts,
-# tools/carry.py checks every finished run the table would skip or carry as the script's own --resume
-# would (the same flags and recipe, the same data, a result.json that its log.jsonl agrees with).
-# Exit status: 0 the table is complete, 1 a run failed or was refused, 3 runs wait (the time budget, or
-# the distillation teacher's model.pt): the last lines say which and why; 130 interrupted. JOBS runs go at
-# once on each GPU (a CIFAR ResNet-20 step is many small kernels: where Python and the launches set
-# its pace, one run leaves the GPU idle between them; tools/jobs.py measures it), each with --threads
-# set so that together they use the CPU cores once. The distillation teacher runs beside the rows and
-# only the distill rows wait for it. Each run appends to its own DIR.log; this output says which run
-# went where.
+# Idempotent and resumable: a finished run (result.json) is skipped, an unfinished one (last.pt) resumes, so a
+# stopped run_all.sh loses at most the epoch in flight of each run. Before any run starts, tools/carry.py checks
+# every finished run the table would skip or carry as the script's own --resume would (the same flags and
+# recipe, the same data, a result.json that its log.jsonl agrees with). DATA is checked once, before any run
+# starts (tools/check_data.py), where a run is still to train. Exit status: 0 the table is complete, 1 a run
+# failed or was refused, 2 a setting or DATA is wrong (before any run), 3 runs wait (the time budget, or the
+# distillation teacher's model.pt): the last lines say which and why; 130 interrupted. JOBS runs go at once on
+# each GPU (a CIFAR ResNet-20 step is many small kernels: where Python and the launches set its pace, one run
+# leaves the GPU idle between them; tools/jobs.py measures it), each with --threads set so that together they
+# use the CPU cores once. The distillation teacher runs beside the rows and only the distill rows wait for it.
+# Each run appends to its own DIR.log; this output says which run went where.
 
 # The settings, each checked before any run starts: one line naming the setting and what it takes.
 setting() {  # setting NAME PATTERN WHAT
