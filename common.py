@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import augment
 from support import archive, cuda_graph, datasets, report
 from support.device import agree_across_processes, amp_dtype, check_shares, start_processes
-from support.flags import fail, fill_in_defaults, hooks, parse, replaced
+from support.flags import bad_batch, fail, fill_in_defaults, hooks, parse, replaced
 from support.nets import build_net
 # the flag types the tricks use, here so that a trick imports only common
 from support.flags import at_least, fraction, positive_float, unit_interval  # noqa: F401
@@ -176,7 +176,10 @@ def train_batches(run, epoch):
         images = augment.train_view(images, data.image_size, run.gen, args.color_jitter, args.lighting)
         targets = F.one_hot(labels, len(data.classes)).float()
         for batch in run.hooks('batch'):
-            images, targets = batch(images, targets, args)
+            returned = batch(images, targets, args)
+            if not (isinstance(returned, (tuple, list)) and len(returned) == 2 and all(map(torch.is_tensor, returned))):
+                fail(bad_batch(batch, returned))  # its type and length, read in Python: no sync with the device
+            images, targets = returned
         images = augment.normalize(images, data.mean, data.std)
         if args.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)

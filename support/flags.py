@@ -10,12 +10,15 @@ combined when they
 The run then stops with one line naming both.
 """
 import argparse
+import difflib
 import hashlib
 import importlib
+import importlib.util
 import math
 import os
 import re
 import sys
+import traceback
 from pathlib import Path
 
 import augment
@@ -216,34 +219,125 @@ def defines_a_trick(module):
     return any(hasattr(module, name) for name in CONTRACT)
 
 
-def import_tricks(script, argv):
-    """The script's module and the --with modules, in that order (those that define a trick)."""
-    names = []
-    for i, arg in enumerate(argv):  # --with A B ...: the words after it, up to the next flag
+def with_words(argv):
+    """The words given to --with, in order: those after each --with up to the next flag, and --with=A's."""
+    words = []
+    for i, arg in enumerate(argv):
         if arg.startswith('--with='):
-            names.append(arg.split('=', 1)[1])
+            words.append(arg.split('=', 1)[1])
         elif arg == '--with':
             for word in argv[i + 1:]:
                 if word.startswith('-'):
                     break
-                names.append(word)
+                words.append(word)
+    return words
+
+
+def import_tricks(script, argv):
+    """The script's module and the --with modules, in that order (those that define a trick)."""
     tricks = [script]
-    for name in names:
-        name = name.removesuffix('.py')
-        # a name, never a path: tools/bench.py exists, but `import tools/bench` is no module (and no trick)
-        here = name.isidentifier() and (HERE / f'{name}.py').exists() and name != 'common'
-        module = importlib.import_module(name) if here else None
-        if module is None or not defines_a_trick(module):
-            choices = sorted(p.stem for p in HERE.glob('*.py') if p.stem != 'common' and
-                             any(f'def {n}(' in p.read_text() or f'{n} =' in p.read_text() for n in CONTRACT))
-            what = 'defines no trick' if module else 'is the loop itself, not a trick' if name == 'common' else \
-                'is not a script here' if name.isidentifier() else \
-                'is not a trick: --with takes the name of a script beside common.py, not a path'
-            fail(f"--with {name}: {name}.py {what}; choose from {', '.join(choices)}")
-        if name in map(trick_name, tricks):
-            fail(f"--with {name}: {name} is already on")
+    for word in with_words(argv):
+        module = import_trick(word)
+        if trick_name(module) in map(trick_name, tricks):
+            fail(f"--with {word}: {trick_name(module)} is already on")
         tricks.append(module)
     return [t for t in tricks if defines_a_trick(t)]
+
+
+def trick_choices():
+    """The scripts beside common.py that define a trick, by name."""
+    return sorted(p.stem for p in HERE.glob('*.py') if p.stem != 'common' and
+                  any(f'def {n}(' in p.read_text() or f'{n} =' in p.read_text() for n in CONTRACT))
+
+
+def import_trick(word):
+    """The module a --with word names: a script beside common.py by its name (cosine, cosine.py), else a trick's
+    own file by its path (../mytricks/cutout.py, or cutout.py in the current folder), named by the file's stem."""
+    name = word.removesuffix('.py')
+    is_path = Path(word).name != word  # it holds a folder: ../mytricks/cutout.py, ./cutout.py
+    if not is_path and not (name.isidentifier() and (HERE / f'{name}.py').exists()):
+        if not Path(word).is_file():  # not even a file in the current folder (cutout.py)
+            close = difflib.get_close_matches(name, trick_choices(), n=1)
+            fail(f"--with {word}: {name}.py is not a script here: no trick has that name"
+                 f"{f' (did you mean {close[0]}?)' if close else ''}; choose from {', '.join(trick_choices())}, "
+                 "or give the path of your trick's file (--with PATH/TO/trick.py)")
+        is_path = True
+    path = Path(word).resolve() if is_path else HERE / f'{name}.py'
+    if is_path:
+        if not path.is_file():
+            fail(f"--with {word}: {'that is a folder' if path.is_dir() else 'there is no such file'} ({path}); "
+                 "give the path of a trick's .py file")
+        if path.suffix != '.py':
+            fail(f"--with {word}: {path.name} is not a Python file (.py): a trick is a .py file")
+    if path.parent == HERE:
+        name = path.stem
+        if name == 'common':
+            fail(f"--with {word}: common.py is the loop itself, not a trick; choose from {', '.join(trick_choices())}")
+        module = loaded(word, path, lambda: importlib.import_module(name))
+        if not defines_a_trick(module):
+            fail(f"--with {word}: {name}.py defines no trick; choose from {', '.join(trick_choices())}")
+        return module
+    module = loaded(word, path, lambda: module_from_file(word, path))
+    if not defines_a_trick(module):
+        fail(f"--with {word}: {path} defines no trick: none of common.py's contract ({', '.join(CONTRACT)})")
+    return module
+
+
+def module_from_file(word, path):
+    """The trick's file loaded as a module named by its stem (result.json, the run folder, its flags' group), a
+    name that no other module may hold: two tricks or modules of one name could not be told apart."""
+    name = path.stem
+    if (HERE / f'{name}.py').exists():
+        fail(f"--with {word}: {name} is the name of {HERE / f'{name}.py'}: rename {path} to run it beside that one")
+    if name in sys.modules:
+        other = getattr(sys.modules[name], '__file__', None)
+        if other and Path(other).resolve() == path:
+            return sys.modules[name]  # loaded already (tests, or a trick that imports it)
+        fail(f"--with {word}: {name} is the name of the module {other or name} already: rename {path}")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # as `import` does: a dataclass, or pickle, finds its module by name
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def loaded(word, path, load):
+    """load(), and what goes wrong in the trick's code said in one line: the file and line, and the error."""
+    try:
+        return load()
+    except SyntaxError as e:
+        fail(f"--with {word}: {e.filename}, line {e.lineno}: SyntaxError: {e.msg}: fix it there")
+    except Exception as e:
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if not f.filename.startswith('<frozen')]
+        mine = [f for f in frames if Path(f.filename).resolve() == path] or frames
+        where = f"{mine[-1].filename}, line {mine[-1].lineno}" if mine else str(path)
+        fix = 'install the module or fix the import' if isinstance(e, ImportError) else 'fix it there'
+        fail(f"--with {word}: {where}: {type(e).__name__}: {' '.join(str(e).split())}: {fix}")
+
+
+def with_word(module):
+    """How result.json records a --with trick: a script beside common.py by its name, any other by its file's
+    absolute path, which means the same file from any folder (a relative path, only from where it was given)."""
+    path = Path(module.__file__).resolve()
+    return path.stem if path.parent == HERE else str(path)
+
+
+def bad_batch(hook, returned):
+    """The line for a batch hook that returned something else than (images, targets): the hook, where it is
+    defined, and what it returned."""
+    def kind(value):
+        return f"a tensor of shape {tuple(value.shape)}" if hasattr(value, 'shape') else \
+            'None' if value is None else f"a {type(value).__name__}"
+    code = getattr(hook, '__code__', None)
+    where = f"{code.co_filename}, line {code.co_firstlineno}" if code else getattr(hook, '__module__', '?')
+    what = f"a {type(returned).__name__} of {len(returned)}: {', '.join(map(kind, returned))}" \
+        if isinstance(returned, (tuple, list)) else f"only {kind(returned)}"
+    return (f"{where}: batch() returned {what}, not (images, targets): end it with `return images, targets`, "
+            "two tensors")
 
 
 def parse(script, argv, recipe):
@@ -282,6 +376,7 @@ def parse(script, argv, recipe):
     parser.set_defaults(**defaults)
     args = parser.parse_args(argv)
     args.script = trick_name(script)
+    args.with_ = [with_word(t) for t in tricks if t is not script]  # every --with trick, by name or by absolute path
     trick_flags = {trick_name(t): {d: getattr(args, d) for d in own[trick_name(t)]} for t in tricks}
     return args, tricks, trick_flags, changed_flags(args, parser)
 
@@ -329,7 +424,7 @@ def run_dir(args, changed):
     if args.out:
         return Path(args.out)
     data = args.dataset if args.dataset != 'folder' else Path(args.data).resolve().name
-    name = '-'.join(['+'.join([args.script] + [w.removesuffix('.py') for w in args.with_]), *changed,
+    name = '-'.join(['+'.join([args.script] + [folder_word(Path(w).stem) for w in args.with_]), *changed,
                      args.arch, folder_word(data), f's{args.seed}'])
     if len(name) > 100:  # file systems take 255 bytes; a long name keeps its start and a digest of the whole
         name = f"{name[:91]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"

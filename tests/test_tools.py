@@ -217,10 +217,11 @@ def test_bench_measures_all_three_loops_their_ratios_and_the_operations_the_loop
 
 
 def test_with_a_path_to_a_tool_is_refused_in_one_line():
-    """tools/bench.py exists, so it was imported as the module `tools/bench`: a ModuleNotFoundError."""
-    with pytest.raises(SystemExit, match=r'^error: --with tools/bench: tools/bench.py is not a trick: --with takes the '
-                                         r'name of a script beside common.py, not a path; choose from .*mixup'):
-        common.parse(mixup, ['--with', 'tools/bench.py'], common.RECIPE)
+    """--with takes a trick's file by its path; a tool is a file that defines none of the contract's names."""
+    bench = REPO / 'tools' / 'bench.py'
+    with pytest.raises(SystemExit, match=rf"^error: --with {bench}: {bench} defines no trick: none of common\.py's "
+                                         r"contract \(add_args, DEFAULTS, model, .*\)$"):
+        common.parse(mixup, ['--with', str(bench)], common.RECIPE)
 
 
 # ---------------------------------------------------------------- evaluate.py
