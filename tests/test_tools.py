@@ -86,7 +86,7 @@ def test_summarize_gives_what_readme_and_the_docstrings_quote(tmp_path, capsys):
     assert readme.splitlines()[2:] == [
         '| baseline | 71.00 +- 1.41 | - | - |',
         '| warmup | 74.00 +- 1.41 | +3.00 +- 0.00 | +0.16 |',
-        '| nobiasdecay | 71.00 +- 2.83 | +0.00 +- 12.71 (noise) | -0.34 |',  # sd 1.41 / sqrt 2 x 12.71
+        '| nobiasdecay | 71.00 +- 2.83 | +0.00 +- 12.71 (noise) | -0.03 |',  # sd 1.41 / sqrt 2 x 12.71
         '| largebatch+warmup | 72.25 +- 1.77 | +1.25 +- 3.18 (noise) | +0.06 |', '',
         'Still training: cosine, mixup (the seeds done so far are on [the page](docs/ablation-cpu.md)).']
     assert measured['warmup.py'] == ['Measured here (docs/ablation-cpu.md, row warmup: resnet20, CIFAR-10, 3 epochs, '
