@@ -46,10 +46,10 @@ def test_summarize_means_stds_deltas_and_noise(tmp_path, monkeypatch):
     assert '71.00 +- 1.41' in lines['baseline']
     # paired by seed: the differences +1.0 and -0.6, mean +0.2, standard error 1.13 / sqrt(2) = 0.80
     # and its 95% interval: 12.71 standard errors for 2 seeds
-    assert '+0.20 +- 0.80 (95%: +-10.17) *noise*' in lines['cosine']
-    assert '+3.00 +- 0.00 (95%: +-0.00)' in lines['mixup'] and '*noise*' not in lines['mixup']  # +3 at each seed
-    assert '+0.00 +- 1.15 (95%: +-14.68) (unpaired) *noise*' in lines['labelsmooth']  # sqrt(1^2/3 + 1.41^2/2)
-    assert '+3.00 +- 1.00 (95%: +-12.71) *noise*' in lines['warmup']
+    assert '+0.20 +- 10.17 *noise*' in lines['cosine']
+    assert '+3.00 +- 0.00' in lines['mixup'] and '*noise*' not in lines['mixup']  # +3 at each seed
+    assert '+0.00 +- 14.68 (unpaired) *noise*' in lines['labelsmooth']  # sqrt(1^2/3 + 1.41^2/2)
+    assert '+3.00 +- 12.71 *noise*' in lines['warmup']
     assert '+0.75 (77.16 -> 77.91' in lines['cosine']
     assert 'Not finished yet: all' in text and 'note: short runs' in text
     assert '- device: cpu: test, torch x\n- time: 0.3 hours' in text  # 13 runs of 90 s

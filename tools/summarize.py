@@ -229,9 +229,9 @@ def table(runs, header, missing, preset, damaged=None, diverged=None, teacher_se
         lines.append(f"- distillation teacher: {header['teacher'][0]}")
     lines += ["- accuracy: the final epoch's test accuracy (%), mean +- std over seeds; delta: to "
               f"`{reference}`, the mean of the per-seed differences (a seed fixes the init, the data order "
-              "and the crops) +- its standard error, and the half-width of its 95% interval (Student's t with "
-              "seeds - 1 degrees of freedom: 3.18 standard errors for 4 seeds, 4.30 for 3, 12.71 for 2); "
-              "*noise*: inside that interval", ""]
+              "and the crops) +- the half-width of its 95% interval (Student's t with seeds - 1 degrees of "
+              "freedom: 3.18 standard errors for 4 seeds, 4.30 for 3, 12.71 for 2); *noise*: inside that interval",
+              ""]
     lines.append("| Row | Tricks | Test acc. (%) | Delta | Seeds | Epochs | Wall time / run | Reported |")
     lines.append("|---|---|---|---|---|---|---|---|")
     deltas, cells = {}, tricks_cells(runs)
@@ -244,12 +244,11 @@ def table(runs, header, missing, preset, damaged=None, diverged=None, teacher_se
         if differ:  # no difference is measured between runs of other settings
             delta = f"- (other {', '.join(differ)} than {reference})"
         elif reference and row != reference:
-            d, se, half, paired = difference(by_seed[row], by_seed[reference])
+            d, _, half, paired = difference(by_seed[row], by_seed[reference])
             deltas[row] = (d, half)
             delta = f"{d:+.2f}"
             if not math.isnan(half):
-                delta += (f" +- {se:.2f} (95%: +-{half:.2f})" + ('' if paired else ' (unpaired)') +
-                          (' *noise*' if abs(d) < half else ''))
+                delta += f" +- {half:.2f}" + ('' if paired else ' (unpaired)') + (' *noise*' if abs(d) < half else '')
         results = [r for r, _ in runs[row]]
         wall = statistics.fmean(r['wall_seconds'] for r in results)
         wall = f"{wall / 60:.1f} min" if wall >= 60 else f"{wall:.0f} s"
