@@ -352,6 +352,78 @@ def plot(runs, deltas, path):
     return f"wrote {path}"
 
 
+def comparison(tables):
+    """Each trick's paired delta to its own table's baseline with its 95% interval, in each of `tables`
+    ([(preset, runs)]), for the rows every table holds: the page's text, and {row: [(delta, half-width) per
+    table]} for the plot."""
+    rows = [row for row in tables[0][1] if all(row in runs for _, runs in tables[1:])]
+    reference = next((r for r in REFERENCE_ROWS if r in rows), None)
+    if reference is None:
+        raise SystemExit("error: the tables share no baseline row: there is nothing to compare a trick to")
+    lines = [f"# Ablation: {' against '.join(preset for preset, _ in tables)}", ""]
+    for preset, runs in tables:
+        base = runs[reference][0][0]
+        lines.append(f"- {preset}: {base['args'].get('arch')}, {base['epochs']} epochs, batch "
+                     f"{base['args'].get('batch_size')}, {base.get('precision') or 'precision not recorded'}; "
+                     f"raw results and notes on [its page](ablation-{preset}.md)")
+    precisions = {runs[reference][0][0].get('precision') for _, runs in tables}
+    if len(precisions) > 1:
+        words = sorted(p or 'not recorded' for p in precisions)
+        lines.append(f"- the tables train in other precisions ({', '.join(words)}): "
+                     "a change between them is the schedule's and the precision's together")
+    lines += ["- delta: to the same table's baseline, the mean of the per-seed differences +- the half-width of its "
+              "95% interval; *noise*: inside it; the rows both tables hold", "",
+              "| Row | " + ' | '.join(f"{preset}: delta" for preset, _ in tables) + " |",
+              "|---" * (len(tables) + 1) + "|"]
+    deltas = {}
+    for row in rows:
+        if row == reference:
+            continue
+        cells = []
+        for _, runs in tables:
+            by_seed = accuracies_by_seed({r: runs[r] for r in (row, reference)})
+            d, _, half, paired = difference(by_seed[row], by_seed[reference])
+            deltas.setdefault(row, []).append((d, half))
+            cells.append(f"{d:+.2f} +- {half:.2f}" + ('' if paired else ' (unpaired)') +
+                         (' *noise*' if abs(d) < half else ''))
+        lines.append(f"| {row} | {' | '.join(cells)} |")
+    return '\n'.join(lines) + '\n', deltas
+
+
+def plot_comparison(tables, deltas, path):
+    """Each row's deltas, one bar per table, with their 95% intervals; the rows at another batch size than
+    the baseline in a panel of their own."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no plot (pip install matplotlib)"
+    runs = tables[0][1]
+    reference = next(r for r in REFERENCE_ROWS if r in runs)
+    batch = {row: runs[row][0][0]['args'].get('batch_size') for row in deltas}
+    apart = [n for n in deltas if batch[n] != runs[reference][0][0]['args'].get('batch_size')]
+    groups = [names for names in ([n for n in deltas if n not in apart], apart) if names]
+    fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 1 + 0.5 * len(deltas)), squeeze=False)
+    height = 0.8 / len(tables)
+    for bars, names in zip(axes[0], groups):
+        for k, ((preset, _), colour) in enumerate(zip(tables, colours(len(tables)))):
+            place = [i + k * height for i in range(len(names))]
+            values = [deltas[n][k][0] for n in names]
+            errors = [0 if math.isnan(deltas[n][k][1]) else deltas[n][k][1] for n in names]
+            bars.barh(place, values, height, xerr=errors, color=colour, label=preset)
+        bars.set_yticks([i + height * (len(tables) - 1) / 2 for i in range(len(names))], names)
+        bars.axvline(0, color='black', linewidth=0.8)
+        bars.invert_yaxis()
+        bars.legend(fontsize=8)
+        bars.set(xlabel=f'difference to {reference} (points, 95% interval)',
+                 title=f"at another batch size than {reference}" if names is apart else 'delta per row')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return f"wrote {path}"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('runs', help='the preset folder, e.g. runs/cpu')
@@ -360,6 +432,9 @@ def main(argv=None):
     parser.add_argument('--data-name', metavar='TEXT',
                         help="also print what README's Results table and the docstrings' \"Measured here\" lines "
                              "must say, naming the data TEXT, e.g. 'CIFAR-10' (for publishing a table)")
+    parser.add_argument('--compare', metavar='DIR',
+                        help="also write ablation-<preset>-vs-<its preset>.md and .png: each trick's delta in this "
+                             "table beside its delta in the table in DIR (e.g. docs/cpu)")
     args = parser.parse_args(argv)
     root = Path(args.runs)
     runs, header, missing, damaged = read_runs(root)
@@ -397,6 +472,16 @@ def main(argv=None):
     print(text)
     print(f"wrote {out / f'ablation-{preset}.md'}")
     print(plot(runs, deltas, out / f'ablation-{preset}.png'))
+    if args.compare:
+        other, other_header, _, _ = read_runs(Path(args.compare))
+        if not other:
+            raise SystemExit(f"error: --compare {args.compare}: no finished run there (expected <row>/s<seed>/result.json)")
+        tables = [(preset, runs), (other_header.get('preset', [Path(args.compare).name])[0], other)]
+        name = f"ablation-{tables[0][0]}-vs-{tables[1][0]}"
+        compared, compared_deltas = comparison(tables)
+        (out / f'{name}.md').write_text(compared)
+        print(f"\n{compared}\nwrote {out / f'{name}.md'}")
+        print(plot_comparison(tables, compared_deltas, out / f'{name}.png'))
     if args.data_name:
         readme, measured = published(runs, header, out / f'ablation-{preset}.md', args.data_name)
         print(f"\nREADME's Results table:\n\n{readme}")
