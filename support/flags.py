@@ -197,8 +197,8 @@ def add_loop_flags(flags, recipe):
     a('--stream', action='store_true', help='stream folder data through DataLoader workers even if it fits in memory')
     a('--tensorboard', action='store_true', help='also log the per-epoch figures for TensorBoard, in DIR/tensorboard')
     a('--summary', action='store_true', help="print each layer's output shape and parameter count before training")
-    a('--with', dest='with_', nargs='+', action='extend', default=[], metavar='NAME',
-      help='also switch on the tricks of NAME.py')
+    a('--with', dest='with_', nargs='+', action='extend', default=[], metavar='NAME|PATH',
+      help='also switch on the tricks of NAME.py beside common.py, or of the file PATH (a trick of your own)')
 
 
 def hooks(tricks, name):
