@@ -4,9 +4,10 @@
 `--with NAME ...` adds the tricks of NAME.py. Read it top to bottom: the recipe, the trick
 contract, the baseline's parts a trick may replace, the step, the epoch, evaluation, set-up, and
 main. Beside it: augment.py (the batched augmentation), models/ (the nets), and support/, what a
-reader of the loop need not read first: the data sets (datasets.py), the command line and how
-tricks compose (flags.py), the net's set-up (nets.py), the CUDA graph (cuda_graph.py), devices
-and precision (device.py), what a run saves and prints (archive.py, report.py).
+reader of the loop need not read first: the data (sources.py, datasets.py), the command line and
+how tricks compose (flags.py, tricks.py), the net's set-up (nets.py), the CUDA graph
+(cuda_graph.py), devices and precision (device.py), what a run saves and prints (archive.py,
+runfolder.py, report.py).
 """
 import contextlib
 import math
@@ -20,10 +21,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import augment
-from support import archive, cuda_graph, datasets, report
+from support import archive, cuda_graph, datasets, report, runfolder, sources
 from support.device import agree_across_processes, amp_dtype, check_shares, start_processes
-from support.flags import bad_batch, fail, fill_in_defaults, hooks, parse, replaced
+from support.flags import fail, fill_in_defaults
 from support.nets import build_net
+from support.tricks import bad_batch, hooks, parse, replaced
 # the flag types the tricks use, here so that a trick imports only common
 from support.flags import at_least, fraction, positive_float, unit_interval  # noqa: F401
 
@@ -140,7 +142,7 @@ class Run:
     loss: object            # the loss, schedule and evaluation in use: the baseline's or a trick's
     schedule: object
     evaluate: object
-    fingerprint: dict = None  # what identifies the data (datasets.fingerprint): in last.pt, model.pt, result.json
+    fingerprint: dict = None  # what identifies the data (sources.fingerprint): in last.pt, model.pt, result.json
     aside: dict = field(default_factory=dict)  # what tricks keep for the run but never save (distill's teacher)
     step: int = 0
     graph: object = None    # the step as a CUDA graph (support/cuda_graph.py), or None: eager
@@ -341,7 +343,7 @@ def build(args, tricks, trick_flags, rank, world, device, source, log, fingerpri
               warmup_steps=replaced(tricks, 'warmup_steps', no_warmup)(steps_per_epoch * args.epochs, args),
               loss=replaced(tricks, 'loss', cross_entropy), schedule=replaced(tricks, 'schedule', step_decay),
               evaluate=replaced(tricks, 'evaluate', evaluate),
-              fingerprint=fingerprint or datasets.fingerprint(source, args.val_split, args.subset, args.test_subset))
+              fingerprint=fingerprint or sources.fingerprint(source, args.val_split, args.subset, args.test_subset))
     report.note_left_out(run)
     for start in run.hooks('init') + run.hooks('start'):  # the weights first, then what copies them (EMA)
         start(run)
@@ -370,8 +372,8 @@ def main(script, argv=None):
     log = report.printer(rank)
     source = fill_in_defaults(args, changed)  # the data set behind --data, and --out: given, or one per command
     out = Path(args.out)
-    fingerprint = datasets.fingerprint(source, args.val_split, args.subset, args.test_subset)
-    with archive.stop_signals(), archive.claimed(out, rank, log):  # one run in a folder at a time
+    fingerprint = sources.fingerprint(source, args.val_split, args.subset, args.test_subset)
+    with runfolder.stop_signals(), runfolder.claimed(out, rank, log):  # one run in a folder at a time
         state = archive.check_run_dir(out, args, trick_flags, rank, fingerprint, log)
         if state == 'done':
             return archive.finished_already(out, log)

@@ -16,7 +16,7 @@ import torch
 
 import common
 import augment
-from support import archive, datasets
+from support import archive, datasets, sources
 from support.device import parse_device
 from support.flags import Parser
 
@@ -43,9 +43,9 @@ def predict(net, saved, image_dir, batch_size, device):
         common.fail(f"--predict {image_dir} does not exist: give the folder of images to label")
     if not Path(image_dir).is_dir():
         common.fail(f"--predict {image_dir} is a file: give the folder that holds the images to label")
-    files = sorted(p for p in Path(image_dir).rglob('*') if p.suffix.lower() in datasets.IMAGE_EXTENSIONS)
+    files = sorted(p for p in Path(image_dir).rglob('*') if p.suffix.lower() in sources.IMAGE_EXTENSIONS)
     if not files:
-        common.fail(f"--predict {image_dir}: no images ({', '.join(datasets.IMAGE_EXTENSIONS)}) in it")
+        common.fail(f"--predict {image_dir}: no images ({', '.join(sources.IMAGE_EXTENSIONS)}) in it")
     mean, std = (torch.tensor(saved[k], device=device).view(1, 3, 1, 1) for k in ('mean', 'std'))
     square = saved['image_size'] <= augment.PAD_CROP_MAX
     size, load_size = saved['test_image_size'], saved['test_load_size']

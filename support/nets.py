@@ -3,7 +3,8 @@ same switch of it cannot combine), then initialised (--init) or loaded (--weight
 import torch
 
 import models
-from support.flags import fail, trick_name
+from support.flags import fail
+from support.tricks import trick_name
 
 
 def build_net(args, tricks, num_classes, log):

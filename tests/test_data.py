@@ -10,7 +10,7 @@ import baseline
 import common
 import augment
 from conftest import interrupted_in_epoch_2, run_argv
-from support import datasets
+from support import datasets, sources
 
 
 # ---------------------------------------------------------------- loading
@@ -20,7 +20,7 @@ def gen(seed=0):
 
 
 def test_folder_loading_handles_odd_sizes_grey_and_rgba(folder, tmp_path):
-    files, classes, others = datasets.list_images(folder / 'train')
+    files, classes, others = sources.list_images(folder / 'train')
     assert classes == ['class0', 'class1', 'class2'] and not others
     images, labels = datasets.decode_all(files, 32, square=True)
     assert images.shape == (24, 3, 32, 32) and images.dtype == torch.uint8
@@ -42,7 +42,7 @@ def test_a_16_bit_png_is_scaled_to_8_bits_not_wrapped(tmp_path):
 
 
 def test_folder_cache_is_reused_and_keyed_by_size(folder, tmp_path):
-    files, _, _ = datasets.list_images(folder / 'train')
+    files, _, _ = sources.list_images(folder / 'train')
     logs = []
     first = datasets.load_split(folder / 'train', files, 32, True, tmp_path, logs.append)
     assert any('cached' in m for m in logs)
@@ -61,7 +61,7 @@ def test_kaggle_intel_layout_is_found(tmp_path):
     (tmp_path / 'intel' / 'seg_test').mkdir(parents=True)
     (tmp_path / 'flat' / 'train').rename(tmp_path / 'intel' / 'seg_train' / 'seg_train')
     (tmp_path / 'flat' / 'test').rename(tmp_path / 'intel' / 'seg_test' / 'seg_test')
-    train, test = datasets.find_folder_splits(tmp_path / 'intel')
+    train, test = sources.find_folder_splits(tmp_path / 'intel')
     assert train == tmp_path / 'intel' / 'seg_train' / 'seg_train'
     assert test == tmp_path / 'intel' / 'seg_test' / 'seg_test'
 
@@ -77,7 +77,7 @@ def test_a_class_named_like_a_split_is_a_class_not_a_doubled_split_nor_a_cifar_f
     for split in ('train', test_split):
         for old, new in (('class0', 'bus'), ('class1', 'car'), ('class2', named)):
             (root / split / old).rename(root / split / new)
-    source = datasets.find_source(root)
+    source = sources.find_source(root)
     (train, classes, _), (test, _, _) = source.listing
     assert source.dataset == 'folder' and source.splits == (root / 'train', root / test_split)
     assert classes == sorted(['bus', 'car', named]) and len(train) == 24 and len(test) == 12
@@ -88,8 +88,8 @@ def test_a_tree_whose_splits_have_other_names_is_not_a_cifar_download_folder(tmp
     root = make_folder(tmp_path / 'data')
     (root / 'train').rename(root / 'training')
     (root / 'test').rename(root / 'testing')
-    with pytest.raises(datasets.DataError, match=r'data holds images but no train/ and test/ folders'):
-        datasets.find_source(root)
+    with pytest.raises(sources.DataError, match=r'data holds images but no train/ and test/ folders'):
+        sources.find_source(root)
 
 
 def test_fixed_split_is_disjoint_and_the_same_for_every_run():
@@ -251,7 +251,7 @@ def test_a_problem_in_the_listing_stops_in_one_line_also_with_an_image_size(prob
 
 def test_a_full_cache_dir_leaves_no_part_of_a_cache_file(folder, tmp_path, monkeypatch):
     import errno
-    files, _, _ = datasets.list_images(folder / 'train')
+    files, _, _ = sources.list_images(folder / 'train')
 
     def disk_full(obj, path):
         with open(path, 'wb') as f:
@@ -407,7 +407,7 @@ def test_colour_augmentation_runs_in_the_loop(run_args):
 def test_a_subset_decodes_and_caches_only_its_images_the_same_ones_and_a_full_load_then_decodes_all(folder, tmp_path):
     """--subset and --test-subset decode only the images the run uses (their own cache file, which a full load does
     not take for the whole split), and pick the same images of the sorted listings as a full load does."""
-    source, logs = datasets.find_source(folder), []
+    source, logs = sources.find_source(folder), []
 
     def load(**split_args):
         logs.clear()

@@ -170,7 +170,7 @@ def test_distillation_mixup_and_cutmix_compose(run_args, tmp_path):
 
 @pytest.mark.parametrize('value', ['1e200', '1e-200', '0.001', '1001'])
 def test_a_temperature_outside_0_01_to_1000_is_one_argparse_line_not_an_overflow_or_a_divergence(value, capsys):
-    from support.flags import parse
+    from support.tricks import parse
     with pytest.raises(SystemExit) as e:
         parse(distill, ['--temperature', value], common.RECIPE)
     assert e.value.code == 2

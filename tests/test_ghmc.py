@@ -50,7 +50,7 @@ def test_ghmc_trains_and_composes_with_soft_targets_but_not_with_another_loss(ru
 
 
 def test_more_ghm_bins_than_1000_is_one_argparse_line_not_an_allocation_error(capsys):
-    from support.flags import parse
+    from support.tricks import parse
     with pytest.raises(SystemExit) as e:
         parse(ghmc, ['--ghm-bins', '100000000000'], common.RECIPE)
     assert e.value.code == 2 and 'argument --ghm-bins: must be in 1 .. 1000, got 100000000000' in capsys.readouterr().err

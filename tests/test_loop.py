@@ -22,8 +22,8 @@ import evaluate
 import ghmc
 import lsuv
 from conftest import REPO, interrupted_in_epoch_2, make_folder
-from support import archive, flags
-from support.flags import defines_a_trick
+from support import flags, runfolder, tricks
+from support.tricks import defines_a_trick
 
 
 # ---------------------------------------------------------------- a run's outputs
@@ -114,7 +114,7 @@ def test_resume_ends_where_the_uninterrupted_run_does(run_args, tmp_path):
 def test_ctrl_c_while_saving_is_held_until_log_and_last_pt_are_both_written():
     done = []
     with pytest.raises(KeyboardInterrupt):
-        with archive.ctrl_c_held():
+        with runfolder.ctrl_c_held():
             os.kill(os.getpid(), signal.SIGINT)  # delivered here: held, not raised
             done.append('log')
             done.append('last.pt')
@@ -126,8 +126,8 @@ def test_a_ctrl_c_inside_two_holds_is_raised_once_when_the_outer_one_ends():
     # outer block's `saved = epoch + 1`, and the message said one epoch fewer than last.pt held
     done = []
     with pytest.raises(KeyboardInterrupt):
-        with archive.ctrl_c_held():
-            with archive.ctrl_c_held():
+        with runfolder.ctrl_c_held():
+            with runfolder.ctrl_c_held():
                 os.kill(os.getpid(), signal.SIGINT)
                 done.append('inner')
             done.append('outer')
@@ -199,11 +199,11 @@ def test_resuming_another_runs_checkpoint_is_a_clear_error(run_args, tmp_path):
 
 def test_a_second_run_on_a_folder_in_use_stops_at_once_naming_the_holder(run_args, tmp_path):
     out = tmp_path / 'run'
-    with archive.claimed(out, 0, print):  # as a run in this very process holds it: a flock is per open file
-        assert (out / archive.LOCK).read_text() == f"{os.getpid()}\n"
+    with runfolder.claimed(out, 0, print):  # as a run in this very process holds it: a flock is per open file
+        assert (out / runfolder.LOCK).read_text() == f"{os.getpid()}\n"
         with pytest.raises(SystemExit, match=rf"{out} is in use by another run \(pid {os.getpid()}\): wait for it"):
             common.main(baseline, run_args('--seed', '1'))
-        assert sorted(p.name for p in out.iterdir()) == [archive.LOCK]  # it wrote nothing
+        assert sorted(p.name for p in out.iterdir()) == [runfolder.LOCK]  # it wrote nothing
     assert common.main(baseline, run_args())['epochs'] == 1  # held no more: the next run takes it
 
 
@@ -211,7 +211,7 @@ def test_two_processes_on_one_folder_leave_one_coherent_run(run_args, tmp_path):
     out = tmp_path / 'run'
     first = subprocess.Popen([sys.executable, 'baseline.py', *run_args('--epochs', '3', '--seed', '0')], cwd=REPO,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lock, deadline = out / archive.LOCK, time.time() + 120
+    lock, deadline = out / runfolder.LOCK, time.time() + 120
     while time.time() < deadline and not (lock.exists() and lock.read_text().strip() == str(first.pid)):
         time.sleep(0.05)
     second = subprocess.run([sys.executable, 'baseline.py', *run_args('--epochs', '3', '--seed', '1')], cwd=REPO,
@@ -232,7 +232,7 @@ def test_the_lock_holder_removes_a_killed_runs_temporary_files_and_writes_its_ow
     common.main(baseline, run_args('--epochs', '2'))
     (tmp_path / 'run' / 'result.json').unlink()
     (tmp_path / 'run' / '.last.pt.partial-4242').write_bytes(b'half a checkpoint')
-    assert archive.temporary(tmp_path / 'run' / 'last.pt').name == f".last.pt.partial-{os.getpid()}"
+    assert runfolder.temporary(tmp_path / 'run' / 'last.pt').name == f".last.pt.partial-{os.getpid()}"
     common.main(baseline, run_args('--epochs', '2', '--resume'))
     assert not list((tmp_path / 'run').glob('.*.partial-*'))
 
@@ -240,16 +240,16 @@ def test_the_lock_holder_removes_a_killed_runs_temporary_files_and_writes_its_ow
 def test_a_file_system_without_flock_is_said_in_one_line_and_the_run_goes_on(run_args, tmp_path, monkeypatch, capsys):
     def no_flock(*a):
         raise OSError(38, 'Function not implemented')
-    monkeypatch.setattr(archive.fcntl, 'flock', no_flock)
+    monkeypatch.setattr(runfolder.fcntl, 'flock', no_flock)
     common.main(baseline, run_args())
     assert f"note: {tmp_path / 'run'} cannot be locked (Function not implemented)" in capsys.readouterr().out
 
 
 def test_sigterm_while_saving_is_held_like_ctrl_c():
     done = []
-    with archive.stop_signals():
+    with runfolder.stop_signals():
         with pytest.raises(KeyboardInterrupt):
-            with archive.ctrl_c_held():
+            with runfolder.ctrl_c_held():
                 os.kill(os.getpid(), signal.SIGTERM)  # delivered here: held, not raised, not the end of the process
                 done.append('log')
                 done.append('last.pt')
@@ -257,7 +257,7 @@ def test_sigterm_while_saving_is_held_like_ctrl_c():
 
 
 def default_out(script, *argv):
-    args, _, _, changed = flags.parse(script, list(argv), common.RECIPE)
+    args, _, _, changed = tricks.parse(script, list(argv), common.RECIPE)
     args.arch, args.dataset = args.arch or 'resnet20', args.dataset or 'cifar10'
     return str(flags.run_dir(args, changed))
 
@@ -278,7 +278,7 @@ def test_the_default_folder_names_the_command(tmp_path):
     long = default_out(baseline, '--weights', 'a' * 120 + '.pth')
     assert len(long) == len('runs/') + 100 and long.startswith('runs/baseline-weights=aaaa') and long[-9] == '-'
     assert long != default_out(baseline, '--weights', 'a' * 121 + '.pth')  # cut, but the digest tells them apart
-    args, _, _, changed = flags.parse(baseline, ['--data', str(tmp_path / 'intel') + '/'], common.RECIPE)
+    args, _, _, changed = tricks.parse(baseline, ['--data', str(tmp_path / 'intel') + '/'], common.RECIPE)
     args.arch, args.dataset = 'resnet18', 'folder'
     assert str(flags.run_dir(args, changed)) == 'runs/baseline-resnet18-intel-s0'  # folder data: its folder's name
 
@@ -364,13 +364,13 @@ def test_resume_on_a_damaged_log_or_a_last_pt_of_elsewhere_names_it_and_force(ru
 @pytest.mark.parametrize('errno_, cause', [(28, 'no space left on its disk'), (30, 'Read-only file system')])
 def test_a_save_that_cannot_be_written_leaves_no_temporary_and_says_to_resume(run_args, tmp_path, monkeypatch,
                                                                              errno_, cause):
-    real = archive.torch.save
+    real = runfolder.torch.save
 
     def full(obj, path):
         real(obj, path)  # a part was written, then the disk was full
         if Path(path).name.startswith('.last.pt.partial-'):
             raise OSError(errno_, os.strerror(errno_))
-    monkeypatch.setattr(archive.torch, 'save', full)
+    monkeypatch.setattr(runfolder.torch, 'save', full)
     with pytest.raises(SystemExit, match=rf"cannot write {tmp_path / 'run' / 'last.pt'} \({cause}\): free space or "
                                          r"fix that, then the same command with --resume carries on"):
         common.main(baseline, run_args())
@@ -380,7 +380,7 @@ def test_a_save_that_cannot_be_written_leaves_no_temporary_and_says_to_resume(ru
 def test_out_on_a_read_only_file_system_is_one_line(run_args, tmp_path, monkeypatch):
     def read_only(*a, **k):
         raise OSError(30, 'Read-only file system')
-    monkeypatch.setattr(archive.Path, 'mkdir', read_only)
+    monkeypatch.setattr(Path, 'mkdir', read_only)  # where runfolder.claimed makes the run folder
     with pytest.raises(SystemExit, match=r"cannot write the run folder .* \(Read-only file system\): give another"):
         common.main(baseline, run_args())
 
@@ -395,7 +395,7 @@ def trick(name, tmp_path, source):
 
 @pytest.fixture
 def tricks_here(tmp_path, monkeypatch):
-    monkeypatch.setattr(flags, 'HERE', tmp_path)
+    monkeypatch.setattr(tricks, 'HERE', tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     return tmp_path
 
@@ -706,16 +706,16 @@ def test_no_write_goes_through_a_symbolic_link_planted_at_the_lock_or_a_temporar
     victim.write_text('mine')
     out = tmp_path / 'run'
     out.mkdir()
-    (out / archive.LOCK).symlink_to(victim)
-    with pytest.raises(SystemExit, match=rf"{out / archive.LOCK} is a symbolic link: a run writes nothing through "
+    (out / runfolder.LOCK).symlink_to(victim)
+    with pytest.raises(SystemExit, match=rf"{out / runfolder.LOCK} is a symbolic link: a run writes nothing through "
                                          "one .*delete the link, or give another --out"):
         common.main(baseline, run_args())
-    (out / archive.LOCK).unlink()
-    for name in archive.SAVED:  # where written() puts each file first: the link goes, not what it points at
-        archive.temporary(out / name).symlink_to(victim)
-        archive.write_text_atomic(out / name, 'new\n')
+    (out / runfolder.LOCK).unlink()
+    for name in runfolder.SAVED:  # where written() puts each file first: the link goes, not what it points at
+        runfolder.temporary(out / name).symlink_to(victim)
+        runfolder.write_text_atomic(out / name, 'new\n')
         assert (out / name).read_text() == 'new\n' and not (out / name).is_symlink()
-    assert victim.read_text() == 'mine' and sorted(p.name for p in out.iterdir()) == sorted(archive.SAVED)
+    assert victim.read_text() == 'mine' and sorted(p.name for p in out.iterdir()) == sorted(runfolder.SAVED)
 
 
 def test_a_folder_that_is_not_a_runs_is_refused_before_anything_is_written_in_it(run_args, tmp_path):
@@ -763,7 +763,7 @@ def test_force_keeps_the_old_run_until_the_new_one_saved_an_epoch_and_puts_it_ba
         monkeypatch.setattr(common, stopped, ctrl_c if stopped == 'train_epoch' else diverged_in_epoch_1)
         with pytest.raises(SystemExit, match=message + '.*' + back):
             common.main(baseline, run_args('--force', *new))
-        assert files_of(out) == before and not (out / archive.OLD_RUN).exists()
+        assert files_of(out) == before and not (out / runfolder.OLD_RUN).exists()
         monkeypatch.undo()
     with pytest.raises(SystemExit, match=r'finished run of another command \(lr: 0\.1 there, 0\.05 here\)'):
         common.main(baseline, run_args('--resume', *new))  # the run there is the old one, as the line said
@@ -778,7 +778,7 @@ def test_a_force_killed_before_its_first_save_gets_the_old_run_back_at_the_next_
     out = tmp_path / 'run'
     common.main(baseline, run_args('--subset', '8'))
     before = files_of(out)
-    archive.set_aside(out)  # as begin() does for --force; then a kill -9 in epoch 1, after log.jsonl was written
+    runfolder.set_aside(out)  # as begin() does for --force; then a kill -9 in epoch 1, after log.jsonl was written
     (out / 'log.jsonl').write_text('{"epoch": 1}\n')
     capsys.readouterr()
     result = common.main(baseline, run_args('--resume', '--subset', '8'))
@@ -787,14 +787,14 @@ def test_a_force_killed_before_its_first_save_gets_the_old_run_back_at_the_next_
         capsys.readouterr().out
     assert files_of(out) == before
     # killed while it set the old run aside: what it moved goes back
-    (out / archive.OLD_RUN_PARTIAL).mkdir()
-    (out / 'result.json').rename(out / archive.OLD_RUN_PARTIAL / 'result.json')
-    with archive.claimed(out, 0, print):
+    (out / runfolder.OLD_RUN_PARTIAL).mkdir()
+    (out / 'result.json').rename(out / runfolder.OLD_RUN_PARTIAL / 'result.json')
+    with runfolder.claimed(out, 0, print):
         assert files_of(out) == before
     # killed after its first save: the old run goes, the new one stays
-    archive.set_aside(out)
+    runfolder.set_aside(out)
     (out / 'last.pt').write_bytes(before['last.pt'])
-    with archive.claimed(out, 0, print):
+    with runfolder.claimed(out, 0, print):
         assert sorted(p.name for p in out.iterdir()) == ['.lock', 'last.pt']
 
 
@@ -854,9 +854,9 @@ def test_lighting_that_cannot_train_and_threads_beyond_the_cpus_this_process_may
     took 135 s a step on 2 cores. The CPUs are the affinity mask's (a container's share), here made 1."""
     monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: {0}, raising=False)
     with pytest.raises(SystemExit) as e:
-        flags.parse(baseline, list(flags_given), common.RECIPE)
+        tricks.parse(baseline, list(flags_given), common.RECIPE)
     assert e.value.code == 2 and __import__('re').search(message, capsys.readouterr().err)
-    assert flags.parse(baseline, ['--threads', '1'], common.RECIPE)[0].threads == 1
+    assert tricks.parse(baseline, ['--threads', '1'], common.RECIPE)[0].threads == 1
 
 
 @pytest.mark.parametrize('batch, world, images, empty', [

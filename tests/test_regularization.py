@@ -131,7 +131,7 @@ def test_torchs_beta_sampler_returns_exact_halves_below_alpha_0_01_which_is_why_
     (mixup, '--alpha', '1e-50'), (mixup, '--alpha', '0.005'), (mixup, '--alpha', '1e39'),
     (cutmix, '--cutmix-alpha', '1e-60'), (cutmix, '--cutmix-alpha', '0')])
 def test_an_alpha_outside_what_the_beta_sampler_draws_right_is_one_argparse_line(script, flag, value, capsys):
-    from support.flags import parse
+    from support.tricks import parse
     with pytest.raises(SystemExit) as e:
         parse(script, [flag, value], common.RECIPE)
     assert e.value.code == 2

@@ -40,7 +40,7 @@ import torchvision.transforms as T
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the loop's modules, at the root
 import common  # noqa: E402
 import augment  # noqa: E402
-from support import datasets  # noqa: E402
+from support import sources  # noqa: E402
 from support.device import device_name  # noqa: E402
 from support.flags import Parser  # noqa: E402
 
@@ -111,7 +111,7 @@ def conventional_loader(run, workers):
         steps = [T.RandomResizedCrop(data.image_size), T.RandomHorizontalFlip()]
     transform = T.Compose(steps + [T.ToTensor(), T.Normalize(mean, std)])
     if args.dataset == 'folder':
-        dataset = torchvision.datasets.ImageFolder(datasets.find_folder_splits(args.data)[0], transform=transform)
+        dataset = torchvision.datasets.ImageFolder(sources.find_folder_splits(args.data)[0], transform=transform)
     else:
         cls = torchvision.datasets.CIFAR10 if args.dataset == 'cifar10' else torchvision.datasets.CIFAR100
         dataset = cls(args.data, train=True, transform=transform)

@@ -25,17 +25,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import common  # noqa: E402
 import summarize  # noqa: E402  (beside this file)
-from support import archive, datasets, flags  # noqa: E402
+from support import archive, flags, runfolder, sources, tricks  # noqa: E402
 
 
 @functools.cache
 def source_of(data, dataset, image_size):
-    """datasets.find_source, once per data set for every run of the table (it lists every file)."""
+    """sources.find_source, once per data set for every run of the table (it lists every file)."""
     return find_source(data, dataset, image_size)
 
 
-find_source = datasets.find_source
-datasets.find_source = source_of  # fill_in_defaults asks it for each run: one listing of DATA for all of them
+find_source = sources.find_source
+sources.find_source = source_of  # fill_in_defaults asks it for each run: one listing of DATA for all of them
 
 
 FINGERPRINTS = {}  # (the data set, --val-split, --subset, --test-subset) -> its fingerprint, made once
@@ -44,14 +44,14 @@ FINGERPRINTS = {}  # (the data set, --val-split, --subset, --test-subset) -> its
 def fingerprint(source, *split):
     key = (source.path, source.dataset, source.image_size, *split)
     if key not in FINGERPRINTS:
-        FINGERPRINTS[key] = datasets.fingerprint(source, *split)
+        FINGERPRINTS[key] = sources.fingerprint(source, *split)
     return FINGERPRINTS[key]
 
 
 def command_of(argv):
     """(args, trick_flags, fingerprint) of a run's command line, as the script itself reads it."""
     script = importlib.import_module(Path(argv[0]).stem)  # the script's module, as `python SCRIPT` runs it
-    args, _, trick_flags, changed = flags.parse(script, argv[1:], common.RECIPE)
+    args, _, trick_flags, changed = tricks.parse(script, argv[1:], common.RECIPE)
     source = flags.fill_in_defaults(args, changed)
     return args, trick_flags, fingerprint(source, args.val_split, args.subset, args.test_subset)
 
@@ -113,7 +113,7 @@ def why_not(run_dir, argv, carried=()):
 
 def begun(run_dir):
     """What of a run OUT already holds, other than a finished run: '' (nothing), or in words."""
-    files = sorted(p.name for p in run_dir.iterdir() if p.name != archive.LOCK) if run_dir.is_dir() else []
+    files = sorted(p.name for p in run_dir.iterdir() if p.name != runfolder.LOCK) if run_dir.is_dir() else []
     if not files:
         return ''
     return 'an unfinished run (last.pt), which resumes' if 'last.pt' in files else f"other files ({files[0]})"

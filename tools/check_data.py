@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from support import datasets  # noqa: E402
+from support import sources  # noqa: E402
 
 # data set -> (the folder torchvision extracts, its files, the archive it extracts them from, where that is)
 CIFAR_FILES = {
@@ -48,8 +48,8 @@ def check(argv):
     """Stop in one line where the run of argv (SCRIPT FLAGS...) could not get its data."""
     flags = where_data_is(argv[1:])
     try:
-        source = datasets.find_source(flags.data, flags.dataset, flags.image_size)
-    except datasets.DataError as e:
+        source = sources.find_source(flags.data, flags.dataset, flags.image_size)
+    except sources.DataError as e:
         raise SystemExit(f"error: DATA={flags.data}: {e}") from None
     if source.dataset not in CIFAR_FILES:
         return

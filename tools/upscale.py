@@ -18,20 +18,20 @@ from torchvision.io import write_jpeg
 from torchvision.transforms.v2 import functional as TF
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from support import datasets  # noqa: E402
+from support import datasets, sources  # noqa: E402
 from support.flags import at_least  # noqa: E402
 
 
 def images_of(source):
     """{'train': [(class name, file stem, a function giving the uint8 3 x H x W image)], 'test': [...]}."""
-    splits = datasets.find_folder_splits(source)
+    splits = sources.find_folder_splits(source)
     if splits is None:  # torchvision's CIFAR-10 (downloaded there if missing)
         train_x, train_y, test_x, test_y, classes = datasets.load_cifar('cifar10', source)
         return {split: [(classes[y], str(i), lambda x=x: x) for i, (x, y) in enumerate(zip(images, labels.tolist()))]
                 for split, images, labels in (('train', train_x, train_y), ('test', test_x, test_y))}
     out = {}
     for split_dir, name in zip(splits, ('train', 'test')):
-        files, classes, _ = datasets.list_images(split_dir)
+        files, classes, _ = sources.list_images(split_dir)
         out[name] = [(classes[label], path.stem, lambda path=path: datasets.decode(path, 0, None)) for path, label in files]
     return out
 
