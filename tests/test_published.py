@@ -1,9 +1,11 @@
-"""Every figure the repo publishes from its CPU table is recomputed here from the committed raw results
-(docs/cpu/): the page docs/ablation-cpu.md, README's Results table and the trick scripts' "Measured
-here" lines. After new runs are committed, `python tools/summarize.py docs/cpu --out docs --data-name
+"""Every figure the repo publishes from its tables is recomputed here from the committed raw results
+(docs/cpu/, docs/recipe/): the pages docs/ablation-<preset>.md and, from the cpu table, README's Results
+table and the trick scripts' "Measured here" lines. After new runs are committed, `python tools/summarize.py docs/cpu --out docs --data-name
 'CIFAR-10 (JPEG copy)' --note ...` (the page's notes) prints what README and the docstrings must say."""
 import ast
 import re
+
+import pytest
 
 import summarize
 from conftest import REPO
@@ -18,12 +20,14 @@ def one_line(text):
     return ' '.join(text.split())
 
 
-def test_the_page_is_what_summarize_writes_from_the_raw_results(tmp_path):
-    page = (REPO / PAGE).read_text()
-    from_rows = summarize.read_runs(RAW)[1].get('note', [])
+@pytest.mark.parametrize('preset', ['cpu', 'recipe'])
+def test_the_page_is_what_summarize_writes_from_the_raw_results(tmp_path, preset):
+    raw, page = REPO / 'docs' / preset, (REPO / 'docs' / f'ablation-{preset}.md').read_text()
+    from_rows = summarize.read_runs(raw)[1].get('note', [])
     notes = [line[len('- note: '):] for line in page.splitlines() if line.startswith('- note: ')][len(from_rows):]
-    args = [str(RAW), '--out', str(tmp_path)] + [a for note in notes for a in ('--note', note)]
-    assert summarize.main(args) == page, f"{PAGE} is not what `python tools/summarize.py docs/cpu` writes"
+    args = [str(raw), '--out', str(tmp_path)] + [a for note in notes for a in ('--note', note)]
+    assert summarize.main(args) == page, f"docs/ablation-{preset}.md is not what `python tools/summarize.py " \
+                                         f"docs/{preset}` writes"
 
 
 def test_readme_and_the_docstrings_quote_the_table_as_it_is():

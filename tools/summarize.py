@@ -167,9 +167,9 @@ def difference(row, reference):
     return d, se, half, paired
 
 
-def machines(runs, teacher_seconds=0.0):
+def machines(runs, teacher_seconds=0.0, jobs='1'):
     """The machines the runs trained on, with how many runs each, and the hours all of them took (the
-    distillation teacher's included)."""
+    distillation teacher's included), summed: the wall clock where they ran one at a time (jobs: rows.txt's)."""
     devices, seconds = {}, teacher_seconds
     for seeds in runs.values():
         for result, _ in seeds:
@@ -178,7 +178,8 @@ def machines(runs, teacher_seconds=0.0):
             seconds += result['wall_seconds']
     many = len(devices) > 1
     return [f"- device: {d}" + (f" ({n} runs)" if many else '') for d, n in devices.items()] + \
-        [f"- time: {seconds / 3600:.1f} hours of training and testing, one run after another"]
+        [f"- time: {seconds / 3600:.1f} hours of training and testing, " +
+         ("one run after another" if jobs == '1' else f"the runs' own added up (they ran {jobs} at a time)")]
 
 
 def diverged_runs(root, order):
@@ -222,7 +223,7 @@ def table(runs, header, missing, preset, damaged=None, diverged=None, teacher_se
             lines.append(f"- {key}: `{header[key][0]}`")
     lines.append(f"- command: `{header.get('command', [f'bash run_all.sh {preset}'])[0]}`, then "
                  f"`python tools/summarize.py {header.get('out', [f'runs/{preset}'])[0]}`")
-    lines += machines(runs, teacher_seconds)
+    lines += machines(runs, teacher_seconds, header.get('jobs', ['1 at a time'])[0].split()[0])
     for note in header.get('note', []):
         lines.append(f"- note: {note}")
     if 'teacher' in header:
