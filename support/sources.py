@@ -215,14 +215,6 @@ def files_digest(source):
     return digest.hexdigest()[:16]
 
 
-def digest_of(path, dataset=''):
-    """files_digest of the data at `path` (run_all.sh asks once per table, then compares the runs' own)."""
-    try:
-        return files_digest(find_source(path, dataset or None))
-    except DataError as e:
-        raise SystemExit(f"error: {e}") from None
-
-
 def holds_images(path, depth=2):
     """Whether a folder holds images, itself or in folders up to `depth` levels below it (a class folder, a
     split folder, a tree whose splits have other names than train/ and test/)."""

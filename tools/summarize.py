@@ -313,6 +313,31 @@ def colours(n):
     return [cmap(i if n <= 20 else i / n) for i in range(n)]
 
 
+def panels(runs, names):
+    """The rows `names` in panels of bars: those at the reference's batch size, then those at another (the
+    large-batch pair, tens of points away), so that the first panel's bars stay readable; and the reference."""
+    reference = next(r for r in REFERENCE_ROWS if r in runs)
+    batch = {row: seeds[0][0]['args'].get('batch_size') for row, seeds in runs.items()}
+    apart = [n for n in names if batch[n] != batch[reference]]
+    return [group for group in ([n for n in names if n not in apart], apart) if group], apart, reference
+
+
+def finish(bars, reference, apart):
+    """A panel of deltas: the zero line, the rows top down, its axis and title."""
+    bars.axvline(0, color='black', linewidth=0.8)
+    bars.invert_yaxis()
+    bars.set(xlabel=f'difference to {reference} (points, 95% interval)',
+             title=f"at another batch size than {reference}" if apart else 'delta per row')
+
+
+def save(fig, path):
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return f"wrote {path}"
+
+
 def plot(runs, deltas, path):
     """Test accuracy per epoch (mean over seeds) for each row, each in its own colour, and the deltas with
     their 95% intervals, in the row's colour; rows at another batch size than the reference (the large-batch
@@ -324,10 +349,7 @@ def plot(runs, deltas, path):
     except ImportError:
         return "matplotlib is not installed: no plot (pip install matplotlib)"
     colour = dict(zip(runs, colours(len(runs))))
-    reference = next((r for r in REFERENCE_ROWS if r in runs), None)
-    batch = {row: seeds[0][0]['args'].get('batch_size') for row, seeds in runs.items()}
-    apart = [n for n in deltas if reference and batch[n] != batch[reference]]
-    groups = [names for names in ([n for n in deltas if n not in apart], apart) if names]
+    groups, apart, reference = panels(runs, list(deltas)) if deltas else ([], [], None)
     fig, axes = plt.subplots(1, 1 + len(groups), figsize=(6.5 * (1 + len(groups)), 5), squeeze=False,
                              gridspec_kw={'width_ratios': [1.3] + [1] * len(groups)})
     curves = axes[0][0]
@@ -343,14 +365,8 @@ def plot(runs, deltas, path):
         values = [deltas[n][0] for n in names]
         errors = [0 if math.isnan(deltas[n][1]) else deltas[n][1] for n in names]
         bars.barh(names, values, xerr=errors, color=[colour[n] for n in names])
-        bars.axvline(0, color='black', linewidth=0.8)
-        bars.invert_yaxis()
-        bars.set(xlabel=f'difference to {reference} (points, 95% interval)',
-                 title=f"at another batch size than {reference}" if names is apart else 'delta per row')
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return f"wrote {path}"
+        finish(bars, reference, names is apart)
+    return save(fig, path)
 
 
 def comparison(tables):
@@ -400,11 +416,7 @@ def plot_comparison(tables, deltas, path):
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed: no plot (pip install matplotlib)"
-    runs = tables[0][1]
-    reference = next(r for r in REFERENCE_ROWS if r in runs)
-    batch = {row: runs[row][0][0]['args'].get('batch_size') for row in deltas}
-    apart = [n for n in deltas if batch[n] != runs[reference][0][0]['args'].get('batch_size')]
-    groups = [names for names in ([n for n in deltas if n not in apart], apart) if names]
+    groups, apart, reference = panels(tables[0][1], list(deltas))
     fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 1 + 0.5 * len(deltas)), squeeze=False)
     height = 0.8 / len(tables)
     for bars, names in zip(axes[0], groups):
@@ -414,15 +426,9 @@ def plot_comparison(tables, deltas, path):
             errors = [0 if math.isnan(deltas[n][k][1]) else deltas[n][k][1] for n in names]
             bars.barh(place, values, height, xerr=errors, color=colour, label=preset)
         bars.set_yticks([i + height * (len(tables) - 1) / 2 for i in range(len(names))], names)
-        bars.axvline(0, color='black', linewidth=0.8)
-        bars.invert_yaxis()
         bars.legend(fontsize=8)
-        bars.set(xlabel=f'difference to {reference} (points, 95% interval)',
-                 title=f"at another batch size than {reference}" if names is apart else 'delta per row')
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return f"wrote {path}"
+        finish(bars, reference, names is apart)
+    return save(fig, path)
 
 
 def main(argv=None):
@@ -476,7 +482,8 @@ def main(argv=None):
     if args.compare:
         other, other_header, _, _ = read_runs(Path(args.compare))
         if not other:
-            raise SystemExit(f"error: --compare {args.compare}: no finished run there (expected <row>/s<seed>/result.json)")
+            raise SystemExit(f"error: --compare {args.compare}: no finished run there (expected "
+                             "<row>/s<seed>/result.json)")
         tables = [(preset, runs), (other_header.get('preset', [Path(args.compare).name])[0], other)]
         name = f"ablation-{tables[0][0]}-vs-{tables[1][0]}"
         compared, compared_deltas = comparison(tables)
