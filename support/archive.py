@@ -85,16 +85,23 @@ def data_words(fingerprint, keys):
     return ', '.join(words[k] for k in keys)
 
 
+def other_data(made, now):
+    """The parts of the data fingerprint `now` that the saved `made` differs in, 'digest' always among them and
+    last where any is (other counts mean other files); [] for the same data."""
+    differ = [k for k in now if k != 'digest' and made.get(k) != now[k]]
+    return differ + ['digest'] if differ or made.get('digest') != now['digest'] else []
+
+
 def check_data(out, made, now, log):
     """Stop where the run in `out`, saved with the data fingerprint `made`, was trained on other data than `now`."""
     if made is None:  # saved before runs recorded their data
         log(f"note: {out} was saved before runs recorded their data: its data is not checked")
         return
-    differ = [k for k in now if k != 'digest' and made.get(k) != now[k]]
+    differ = other_data(made, now)
+    if differ and differ != ['digest']:
+        fail(f"{out} was trained on {data_words(made, differ[:-1])}; this command gives "
+             f"{data_words(now, differ[:-1])}: use another --out, or --force")
     if differ:
-        fail(f"{out} was trained on {data_words(made, differ)}; this command gives {data_words(now, differ)}: "
-             "use another --out, or --force")
-    if made['digest'] != now['digest']:
         fail(f"{out} was trained on other files ({data_words(now, ['classes', 'train'])} here too, but their names, "
              "labels or sizes differ): use another --out, or --force")
 

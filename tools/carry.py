@@ -91,13 +91,12 @@ def why_not(run_dir, argv, carried=()):
         return str(e).removeprefix('error: ').split(': --force')[0]
     args, trick_flags, now = command_of(argv)
     made = result.get('data')
-    if made is not None:
-        differ = [k for k in now if k != 'digest' and made.get(k) != now[k]]
-        if differ:
-            return (f"it was trained on {archive.data_words(made, differ)}, the table gives "
-                    f"{archive.data_words(now, differ)}")
-        if made.get('digest') != now['digest']:
-            return "it was trained on other files than DATA's (their names, labels or sizes differ)"
+    differ = archive.other_data(made, now) if made is not None else []
+    if differ[:-1]:
+        return (f"it was trained on {archive.data_words(made, differ[:-1])}, the table gives "
+                f"{archive.data_words(now, differ[:-1])}")
+    if differ:
+        return "it was trained on other files than DATA's (their names, labels or sizes differ)"
     made_out = result['args'].get('out', '')
     what = archive.other_command(relocated(result['args'], made_out, args.out),
                                  {t: relocated(f, made_out, args.out) for t, f in result['tricks'].items()},
