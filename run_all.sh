@@ -46,21 +46,10 @@ case $PRESET in
     SEEDS=${SEEDS:-1}; ROWS=${ROWS:-$CIFAR_ROWS}
     FLAGS="--arch resnet20 --epochs 1 --subset 128 --test-subset 128 --batch-size 32"
     TEACHER="--arch resnet20" ;;
-  cpu)  # the paper's nine rows on a 2-core CPU, each alone on the baseline, and the paper's large-batch pair
-        # (batch 1024, linear lr scaling, without and with warmup): ResNet-20 on full CIFAR-10, 6 epochs, fp32
-        # (no --amp: it means bf16 on some CPUs, fp32 on others), 4 seeds, a teacher trained 46 epochs:
-        # 11 x 4 x 6 + 46 = 310 epochs of 50,000 images (15.5M training images, within the table's budget of
-        # 15.8M). The pilot chose this: the baseline's 4 seeds at 6 epochs ended at 77.31, 77.02, 77.09 and 76.91
-        # (mean 77.08, std 0.17; CIFAR-10 as JPEGs), so with the baseline's noise for every row a delta to it has
-        # a 95% interval of +-0.38 (t 3.18 x 0.17 x sqrt(2) / sqrt(4)), inside +-0.6 with 4 seeds; the 54 epochs
-        # a fifth seed of the nine rows would take (9 x 6) went to the pair (48). The rows then spread more than
-        # the baseline: paired by seed, a trick's difference to it has a std of 0.27-0.79, not 0.24, and warmup
-        # (+-0.61), zero gamma (+-0.99), cosine (+-1.25), mixup (+-0.87) and distillation (+-0.74) end wider than
-        # +-0.6, 3 of the 8 tricks within it (the large-batch pair, stalled at lr 0.8: +-12.51 and +-10.08). At
-        # their spreads +-0.6 takes 5, 7, 10, 6 and 5 seeds; one more seed costs 12 epochs (the row's and its
-        # baseline's) and the budget has 6 left, so 4 seeds and these intervals are what it reaches. A run took
-        # 8.6-13.1 min on an idle 2-core AMD EPYC (Zen 4) VM (a median epoch: 634 img/s at batch 128, 502 at
-        # batch 1024): 9.6 hours for the table, one run after another, three disturbed runs included.
+  cpu)  # the short budget: the paper's nine rows on a 2-core CPU and its large-batch pair (batch 1024, linear lr
+        # scaling, without and with warmup): ResNet-20 on full CIFAR-10, 6 epochs, fp32 (no --amp: it means bf16 on
+        # some CPUs, fp32 on others), 4 seeds, a teacher trained 46 epochs: 11 x 4 x 6 + 46 = 310 epochs of 50,000
+        # images, 15.5M training images (the pilot that chose 4 seeds: docs/ablation-cpu.md's notes)
     SEEDS=${SEEDS:-4}; ROWS=${ROWS:-$PAPER_ROWS largebatch largebatch+warmup}
     FLAGS="--arch resnet20 --epochs 6 --batch-size 128"
     TEACHER="--epochs 46"
