@@ -1,7 +1,7 @@
 """Every figure the repo publishes from its tables is recomputed here from the committed raw results
-(docs/cpu/, docs/recipe/): the pages docs/ablation-<preset>.md and, from the cpu table, README's Results
-table and the trick scripts' "Measured here" lines. After new runs are committed, `python tools/summarize.py docs/cpu --out docs --data-name
-'CIFAR-10 (JPEG copy)' --note ...` (the page's notes) prints what README and the docstrings must say."""
+(docs/recipe/, docs/cpu/): the pages docs/ablation-<preset>.md, README's Results tables and the trick scripts'
+"Measured here" lines. After new runs are committed, `python tools/summarize.py docs/<preset> --out docs
+--data-name 'CIFAR-10 (JPEG copy)' --note ...` (the page's notes) prints what README and the docstrings must say."""
 import ast
 import json
 import re
@@ -11,8 +11,7 @@ import pytest
 import summarize
 from conftest import REPO
 
-RAW = REPO / 'docs' / 'cpu'
-PAGE = 'docs/ablation-cpu.md'
+PRESETS = ['recipe', 'cpu']  # in README's order: the 30-epoch table, then the short budget
 DATA_NAME = 'CIFAR-10 (JPEG copy)'
 MEASURED = re.compile(r'Measured here \(.*?\(95% interval[^)]*\)\.')
 
@@ -21,7 +20,7 @@ def one_line(text):
     return ' '.join(text.split())
 
 
-@pytest.mark.parametrize('preset', ['cpu', 'recipe'])
+@pytest.mark.parametrize('preset', PRESETS)
 def test_the_page_is_what_summarize_writes_from_the_raw_results(tmp_path, preset):
     raw, page = REPO / 'docs' / preset, (REPO / 'docs' / f'ablation-{preset}.md').read_text()
     from_rows = summarize.read_runs(raw)[1].get('note', [])
@@ -31,24 +30,38 @@ def test_the_page_is_what_summarize_writes_from_the_raw_results(tmp_path, preset
                                          f"docs/{preset}` writes"
 
 
-def test_readme_and_the_docstrings_quote_the_table_as_it_is():
-    runs, header, _, _ = summarize.read_runs(RAW)
-    readme_table, measured = summarize.published(runs, header, PAGE, DATA_NAME)
+def published(preset):
+    """README's Results table and the "Measured here" lines from docs/<preset>/, as summarize prints them."""
+    runs, header, _, _ = summarize.read_runs(REPO / 'docs' / preset)
+    return summarize.published(runs, header, f'docs/ablation-{preset}.md', DATA_NAME)
+
+
+def test_readme_and_the_docstrings_quote_both_tables_as_they_are():
+    """README quotes both tables (the 30-epoch one first), and each trick's docstring gives its row at both lengths,
+    30 epochs first: every figure recomputed from the raw results."""
     readme = (REPO / 'README.md').read_text()
-    assert readme_table in readme, f"README's Results table differs from the raw results; it should read:\n{readme_table}"
-    assert readme.count('| Row | Test acc. (%) |') == 1
+    expected, at = {}, []
+    for preset in PRESETS:
+        table, measured = published(preset)
+        assert table in readme, f"README's Results table of docs/{preset} differs from the raw results; it should " \
+                                f"read:\n{table}"
+        at.append(readme.index(table))
+        for script, lines in measured.items():
+            expected.setdefault(script, []).extend(one_line(line) for line in lines)
+    assert readme.count('| Row | Test acc. (%) |') == len(PRESETS) and at == sorted(at)
     for script in sorted(REPO.glob('*.py')):
         said = MEASURED.findall(one_line(ast.get_docstring(ast.parse(script.read_text())) or ''))
-        expected = [one_line(line) for line in measured.get(script.name, [])]
-        assert said == expected, f"{script.name}'s docstring should say, from the raw results:\n" + '\n'.join(expected)
+        assert said == expected.get(script.name, []), f"{script.name}'s docstring should say, from the raw " \
+                                                      "results:\n" + '\n'.join(expected.get(script.name, []))
 
 
 def test_every_signed_figure_in_readmes_results_prose_is_a_delta_of_the_table_or_a_papers():
     """README's Results prose restates figures: each signed decimal there (+0.79, -2.64) must be a row's delta
     as summarize computes it from the raw results, or a change a paper reports (summarize.PAPER)."""
-    runs, header, _, _ = summarize.read_runs(RAW)
-    _, deltas = summarize.table(runs, header, [], 'cpu')
-    allowed = {f"{d:+.2f}" for d, _ in deltas.values()}
+    allowed = set()
+    for preset in PRESETS:
+        runs, header, _, _ = summarize.read_runs(REPO / 'docs' / preset)
+        allowed |= {f"{d:+.2f}" for d, _ in summarize.table(runs, header, [], preset)[1].values()}
     allowed |= {figure for text in summarize.PAPER.values() for figure in re.findall(r'[+-]\d+\.\d+', text)}
     readme = (REPO / 'README.md').read_text()
     results = readme.split('\n## Results\n', 1)[1].split('\n## ', 1)[0]
