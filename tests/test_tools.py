@@ -613,16 +613,22 @@ def test_evaluate_predict_on_a_missing_path_or_a_file_says_so_not_that_it_holds_
 def test_summarize_compare_gives_each_tricks_delta_in_both_tables_for_the_rows_both_hold(tmp_path):
     short, long = tmp_path / 'cpu', tmp_path / 'recipe'
     for seed in (0, 1):
-        for row, acc in (('baseline', 70.0), ('cosine', 71.0 + seed), ('mixup', 69.0)):
+        for row, acc in (('baseline', 70.0), ('cosine', 71.0 + seed), ('mixup', 69.0), ('distill', 72.0)):
             fake_run(short, row, seed, acc + seed, epochs=6)
-        for row, acc in (('baseline', 90.0), ('cosine', 90.5), ('ema', 91.0)):
+        for row, acc in (('baseline', 90.0), ('cosine', 90.5), ('ema', 91.0), ('distill', 91.0)):
             fake_run(long, row, seed, acc + seed, epochs=30)
             edit_json(long / row / f's{seed}' / 'result.json', precision='bfloat16')
     (long / 'rows.txt').write_text('preset recipe\nseeds 2\n')
     (short / 'rows.txt').write_text('preset cpu\nseeds 2\n')
+    fake_run(short, 'teacher', 0, 80.0, epochs=46)
+    fake_run(long, 'teacher', 0, 93.0, epochs=30)
+    edit_json(long / 'teacher' / 's0' / 'result.json', args={'arch': 'resnet56', 'seed': 0})
     summarize.main([str(long), '--out', str(tmp_path / 'out'), '--compare', str(short)])
     page = (tmp_path / 'out' / 'ablation-recipe-vs-cpu.md').read_text()
     rows = [line for line in page.splitlines() if line.startswith('| ')]
-    assert rows == ['| Row | recipe: delta | cpu: delta |', '| cosine | +0.50 +- 0.00 | +1.50 +- 6.36 *noise* |']
+    assert rows == ['| Row | recipe: delta | cpu: delta |', '| cosine | +0.50 +- 0.00 | +1.50 +- 6.36 *noise* |',
+                    '| distill | +1.00 +- 0.00 | +2.00 +- 0.00 |']
+    assert ("- distill: the tables' teachers differ (recipe: resnet56, 30 epochs, 93.00%; cpu: resnet20, 46 epochs, "
+            "80.00%): its change between them is the teacher's as well as the schedule's") in page
     assert '- the tables train in other precisions (bfloat16, not recorded)' in page  # fake_run records none
     assert '- recipe: resnet20, 30 epochs, batch 128, bfloat16;' in page

@@ -369,10 +369,26 @@ def plot(runs, deltas, path):
     return save(fig, path)
 
 
-def comparison(tables):
+def teacher(root):
+    """The distillation teacher's result.json in a table's folder, or None where it has none (or a damaged one)."""
+    result_file = root / 'teacher' / 's0' / 'result.json'
+    if not result_file.exists():
+        return None
+    try:
+        return read_run(result_file)[0]
+    except ValueError as e:
+        print(f"warning: {e}: the table names no teacher", file=sys.stderr)
+        return None
+
+
+def describe(teacher):
+    return f"{teacher['args'].get('arch')}, {teacher['epochs']} epochs, {teacher['final_test_acc']:.2f}%"
+
+
+def comparison(tables, teachers=()):
     """Each trick's paired delta to its own table's baseline with its 95% interval, in each of `tables`
     ([(preset, runs)]), for the rows every table holds: the page's text, and {row: [(delta, half-width) per
-    table]} for the plot."""
+    table]} for the plot. teachers: each table's distillation teacher (its result, or None)."""
     rows = [row for row in tables[0][1] if all(row in runs for _, runs in tables[1:])]
     reference = next((r for r in REFERENCE_ROWS if r in rows), None)
     if reference is None:
@@ -388,6 +404,11 @@ def comparison(tables):
         words = sorted(p or 'not recorded' for p in precisions)
         lines.append(f"- the tables train in other precisions ({', '.join(words)}): "
                      "a change between them is the schedule's and the precision's together")
+    known = [(preset, t) for (preset, _), t in zip(tables, teachers) if t]
+    if 'distill' in rows and len({describe(t).rsplit(',', 1)[0] for _, t in known}) > 1:
+        lines.append("- distill: the tables' teachers differ (" + '; '.join(f"{preset}: {describe(t)}" for preset, t
+                                                                       in known) +
+                     "): its change between them is the teacher's as well as the schedule's")
     lines += ["- delta: to the same table's baseline, the mean of the per-seed differences +- the half-width of its "
               "95% interval; *noise*: inside it; the rows both tables hold", "",
               "| Row | " + ' | '.join(f"{preset}: delta" for preset, _ in tables) + " |",
@@ -449,15 +470,10 @@ def main(argv=None):
         for why in whys:
             print(f"warning: {why}: left out of the table (delete it and run run_all.sh again to redo that run)",
                   file=sys.stderr)
-    teacher, teacher_seconds = root / 'teacher' / 's0' / 'result.json', 0.0
-    if teacher.exists():
-        try:
-            t, _ = read_run(teacher)
-            header['teacher'] = [f"{t['args'].get('arch')}, {t['epochs']} epochs, {t['final_test_acc']:.2f}% "
-                                 "(trained by run_all.sh, the baseline's recipe)"]
-            teacher_seconds = t['wall_seconds']
-        except ValueError as e:
-            print(f"warning: {e}: the table names no teacher", file=sys.stderr)
+    t = teacher(root)
+    teacher_seconds = t['wall_seconds'] if t else 0.0
+    if t:
+        header['teacher'] = [f"{describe(t)} (trained by run_all.sh, the baseline's recipe)"]
     if not runs and damaged:
         raise SystemExit(f"error: every run under {root} is damaged, e.g. {next(iter(damaged.values()))[0]}: delete "
                          "them and run run_all.sh again")
@@ -486,7 +502,7 @@ def main(argv=None):
                              "<row>/s<seed>/result.json)")
         tables = [(preset, runs), (other_header.get('preset', [Path(args.compare).name])[0], other)]
         name = f"ablation-{tables[0][0]}-vs-{tables[1][0]}"
-        compared, compared_deltas = comparison(tables)
+        compared, compared_deltas = comparison(tables, [t, teacher(Path(args.compare))])
         (out / f'{name}.md').write_text(compared)
         print(f"\n{compared}\nwrote {out / f'{name}.md'}")
         print(plot_comparison(tables, compared_deltas, out / f'{name}.png'))
