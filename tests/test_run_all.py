@@ -359,6 +359,7 @@ def test_a_table_that_cannot_finish_exits_3_saying_which_runs_wait_and_why(publi
     last = proc.stdout.strip().splitlines()[-1]
     assert proc.returncode == 3 and last.startswith('run_all.sh smoke: not finished: baseline s2: not started or '
                                                     'paused at the time budget'), proc.stdout + proc.stderr
+    assert '== baseline s2: not started: ' in proc.stdout and '== baseline s2 ->' not in proc.stdout, proc.stdout
 
 
 def test_carrying_keeps_an_unfinished_run_and_copies_a_run_folder_whole(published_table, tmp_path):

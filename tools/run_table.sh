@@ -92,15 +92,8 @@ run() {  # run NAME DIR SCRIPT FLAGS...
   local command; mapfile -t command < <(words "$dir" "$@")
   command=("$PYTHON" "${command[@]}")
   local what="$* $EXTRA"  # the run itself, wherever its data and its folder are
-  local limit=() left need; left=$(time_left)
-  if (( BUDGET > 0 )); then
-    need=$(expected_seconds "$name")
-    if (( left <= 30 || left < need )); then
-      echo "== $name: not started: ${left}s of the budget left, and it takes about ${need}s"
-      echo "$name" >> "$OUT/paused"; return 0
-    fi
-    limit=(timeout --foreground --signal=INT "$left")
-  fi
+  local limit=()
+  (( BUDGET > 0 )) && limit=(timeout --foreground --signal=INT "$(time_left)")  # launch() saw it fit
   mkdir -p "$(dirname "$dir")"
   echo "== $(date '+%Y-%m-%d %H:%M:%S') $what" >> "$dir.log"  # appended: each start of the run keeps its lines
   "${limit[@]}" "${command[@]}" >> "$dir.log" 2>&1
@@ -135,6 +128,14 @@ launch() {  # launch NAME DIR SCRIPT FLAGS...
     done
     sleep 0.5
   done
+  local left need; left=$(time_left)
+  if (( BUDGET > 0 )); then  # decided when a slot is free, before the run is announced
+    need=$(expected_seconds "$1")
+    if (( left <= 30 || left < need )); then
+      echo "== $1: not started: ${left}s of the budget left, and it takes about ${need}s"
+      echo "$1" >> "$OUT/paused"; return 0
+    fi
+  fi
   if (( NGPU > 0 )); then
     echo "== $1 -> $2 (GPU $((slot % NGPU)), job $((slot / NGPU + 1)) of $JOBS)"
     CUDA_VISIBLE_DEVICES=$((slot % NGPU)) run "$@" &
