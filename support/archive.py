@@ -122,17 +122,19 @@ def check_run_dir(out, args, trick_flags, rank, fingerprint, log):
         fail("--force starts the run over and --resume carries it on: drop one of them")
     if args.force:
         return 'fresh'
-    if finished:
-        if not args.resume:
-            fail(f"{out} already holds a finished run: --resume skips it, --force overwrites it, or pick another --out")
+    if finished:  # what the run was made from first: --resume is the way only where it is this command's run
         made = read_result(out)
         check_data(out, made.get('data'), fingerprint, log)
         what = other_command(made['args'], made['tricks'], args, trick_flags, made.get('files'))
         if what:
             fail(f"{out} holds a finished run of another command ({what}): --force redoes it, or another --out")
+        if not args.resume:
+            fail(f"{out} already holds this command's run, finished: --resume skips it, --force overwrites it, or "
+                 "pick another --out")
         return 'done'
     if unfinished and not args.resume:
-        fail(f"{out} holds an unfinished run (last.pt): --resume continues it, --force starts over")
+        fail(f"{out} holds an unfinished run (last.pt): --resume continues it where it is this command's, --force "
+             "starts over, or pick another --out")
     return 'resume' if unfinished else 'fresh'
 
 

@@ -163,8 +163,11 @@ def test_ctrl_c_in_epoch_1_says_nothing_is_saved_yet(run_args, tmp_path, monkeyp
 
 def test_a_finished_run_is_neither_overwritten_nor_redone(run_args, tmp_path, capsys):
     common.main(baseline, run_args())
-    with pytest.raises(SystemExit, match='already holds a finished run'):
+    with pytest.raises(SystemExit, match="already holds this command's run, finished: --resume skips it"):
         common.main(baseline, run_args())
+    # without --resume, another command's finished run is named as that, not offered to --resume
+    with pytest.raises(SystemExit, match=r'finished run of another command \(lr: 0\.1 there, 0\.05 here\): --force'):
+        common.main(baseline, run_args('--lr', '0.05'))
     capsys.readouterr()
     again = common.main(baseline, run_args('--resume'))
     assert 'finished already' in capsys.readouterr().out
