@@ -306,6 +306,9 @@ def test_a_carried_run_is_checked_as_the_script_checks_it_and_a_failing_one_is_n
     assert 'another command (seed: 0 there, 1 here)' in said['== distill s1']
     assert f'== teacher: carried from {published}' in lines
     assert '== baseline s0: trained (' in proc.stdout and '== distill s1: trained (' in proc.stdout
+    carried, trained = sum(': carried from' in line for line in lines), sum(': trained (' in line for line in lines)
+    assert lines[-1] == f"check: {carried + trained} runs: 0 done, {carried} carried, 0 resumed, {trained} trained; " \
+                        "nothing written" and carried > 0 and trained == 4, proc.stdout
     # in OUT, the same runs stop the table before anything is written, each named in one line
     out = tmp_path / 'out'
     shutil.copytree(published, out)

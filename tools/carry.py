@@ -136,6 +136,7 @@ def main(argv):
     check_only = '--check' in argv[4:]
     plan = [line.rstrip('\n').split('\t') for line in sys.stdin if line.strip()]
     said, carried, refused, other_data = [], [], [], []  # every check first: a refusal leaves OUT as it was
+    counts = dict.fromkeys(['done', 'carried', 'resumed', 'trained'], 0)
     for name, run_dir, *command in plan:
         run_dir = Path(run_dir)
         if (run_dir / 'result.json').exists():
@@ -145,20 +146,24 @@ def main(argv):
                                f"delete {run_dir} to train it again, or give another OUT")
             else:
                 said.append(f"== {name}: done ({run_dir})")
+                counts['done'] += 1
             continue
         source = Path(published) / os.path.relpath(run_dir, out) if published else None
         why = why_not(source, command, carried) if source and (source / 'result.json').exists() else 'none'
         if why is None and begun(run_dir):
             said.append(f"== {name}: not carried from {source}: {run_dir} holds {begun(run_dir)}")
+            counts['resumed' if (run_dir / 'last.pt').exists() else 'trained'] += 1
             continue
         if why is None:
             carried.append((source, run_dir))
             said.append(f"== {name}: carried from {published}")
+            counts['carried'] += 1
             continue
         if 'other files than' in why:
             other_data.append(name)
         elif why != 'none':
             said.append(f"== {name}: not carried from {source}: {why}; it trains")
+        counts['resumed' if (run_dir / 'last.pt').exists() else 'trained'] += 1
         said.append(f"== {name}: {'resumed' if (run_dir / 'last.pt').exists() else 'trained'} ({run_dir})")
     if other_data:
         said.append(f"== {published}: not carried, made on other files than DATA's: {', '.join(other_data)}")
@@ -167,6 +172,9 @@ def main(argv):
         return 1
     for source, run_dir in [] if check_only else carried:
         carry(source, run_dir)
+    if check_only:
+        said.append(f"check: {len(plan)} runs: " + ', '.join(f"{n} {what}" for what, n in counts.items()) +
+                    "; nothing written")
     # the table says what it carried; the rest (done, resumed, trained) it says as each run starts
     print('\n'.join(line for line in said if check_only or ': not carried' in line or ': carried' in line))
     return 0
