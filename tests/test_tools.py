@@ -52,7 +52,7 @@ def test_summarize_means_stds_deltas_and_noise(tmp_path, monkeypatch):
     assert '+3.00 +- 12.71 *noise*' in lines['warmup']
     assert '+0.75 (77.16 -> 77.91' in lines['cosine']
     assert 'Not finished yet: all' in text and 'note: short runs' in text
-    assert '- device: cpu: test, torch x\n- time: 0.3 hours' in text  # 13 runs of 90 s
+    assert '- device: cpu: test, torch x\n- time: 16.5 minutes' in text  # 11 runs of 90 s
     assert (tmp_path / 'docs' / 'ablation-cpu.md').read_text() == text
 
 

@@ -178,8 +178,12 @@ def machines(runs, teacher_seconds=0.0, jobs='1'):
             seconds += result['wall_seconds']
     many = len(devices) > 1
     return [f"- device: {d}" + (f" ({n} runs)" if many else '') for d, n in devices.items()] + \
-        [f"- time: {seconds / 3600:.1f} hours of training and testing, " +
+        [f"- time: {hours(seconds)} of training and testing, " +
          ("one run after another" if jobs == '1' else f"the runs' own added up (they ran {jobs} at a time)")]
+
+
+def hours(seconds):
+    return f"{seconds / 3600:.1f} hours" if seconds >= 3600 else f"{seconds / 60:.1f} minutes"
 
 
 def diverged_runs(root, order):
@@ -220,7 +224,7 @@ def table(runs, header, missing, preset, damaged=None, diverged=None, teacher_se
     lines = [f"# Ablation: {preset}", ""]
     for key in ('data', 'flags', 'seeds'):
         if key in header:
-            lines.append(f"- {key}: `{header[key][0]}`")
+            lines.append(f"- {key}: `{header[key][0].strip()}`")
     lines.append(f"- command: `{header.get('command', [f'bash run_all.sh {preset}'])[0]}`, then "
                  f"`python tools/summarize.py {header.get('out', [f'runs/{preset}'])[0]}`")
     lines += machines(runs, teacher_seconds, header.get('jobs', ['1 at a time'])[0].split()[0])
@@ -266,11 +270,11 @@ def table(runs, header, missing, preset, damaged=None, diverged=None, teacher_se
     for row in [r for r in damaged or {} if r not in runs]:  # every seed damaged: the row is there, empty
         lines.append(f"| {row} | - | - | - | 0 ({len(damaged[row])} damaged, left out) | - | - | "
                      f"{PAPER.get(row, '-')} |")
+    again = header.get('command', [f'bash run_all.sh {preset}'])[0]  # with DATA, as the page's command line
     if missing:
-        lines += ["", f"Not finished yet: {', '.join(missing)} (run `bash run_all.sh {preset}` again)."]
+        lines += ["", f"Not finished yet: {', '.join(missing)} (run `{again}` again)."]
     if damaged:
-        lines += ["", "Damaged, left out of the table (delete them and run `bash run_all.sh "
-                  f"{preset}` again to redo those runs):"] + [f"- {why}" for whys in damaged.values() for why in whys]
+        lines += ["", f"Damaged, left out of the table (delete them and run `{again}` again to redo those runs):"] + [f"- {why}" for whys in damaged.values() for why in whys]
     return '\n'.join(lines) + '\n', deltas
 
 
@@ -382,7 +386,7 @@ def teacher(root):
 
 
 def describe(teacher):
-    return f"{teacher['args'].get('arch')}, {teacher['epochs']} epochs, {teacher['final_test_acc']:.2f}%"
+    return f"{teacher['args'].get('arch')}, {teacher['epochs']} epoch{'s' * (teacher['epochs'] != 1)}, {teacher['final_test_acc']:.2f}%"
 
 
 def comparison(tables, teachers=()):
