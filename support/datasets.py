@@ -34,15 +34,19 @@ def load_cifar(name, root, train=True):
     train=False: the test split alone (evaluate.py), None for the train split's two."""
     import torchvision
     cls = torchvision.datasets.CIFAR10 if name == 'cifar10' else torchvision.datasets.CIFAR100
+    made = not Path(root).exists()
     try:
         sets = [cls(root, train=split, download=True) for split in (True, False)[0 if train else 1:]]
     except Exception as e:  # offline, or a broken download: say where the files go
+        if made and Path(root).is_dir() and not any(Path(root).iterdir()):
+            Path(root).rmdir()  # made for the download that failed: nothing is left behind
         archive = Path(root) / os.path.basename(cls.url)
         if archive.is_file() and md5_of(archive) != cls.tgz_md5:  # torchvision tried to download it again
             raise DataError(f"{archive} is damaged: its MD5 checksum is not {cls.tgz_md5} (a download cut short?): "
                             f"delete it and run again, or put an intact copy from {cls.url} there") from None
         raise DataError(f"could not get {name} into {root} ({type(e).__name__}: {e}); offline, put "
-                        f"{archive.name} from {cls.url} into {root} and run again") from None
+                        f"{archive.name} from {cls.url} into {root} and run again, or give --data the images as "
+                        "an ImageFolder tree") from None
     out = [] if train else [None, None]
     for s in sets:
         out += [torch.from_numpy(s.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(s.targets)]

@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -128,11 +129,14 @@ def test_cifar10_in_torchvisions_format_trains_from_local_files(tmp_path, monkey
 def test_cifar_offline_says_where_to_put_the_files(tmp_path, monkeypatch):
     import torchvision
 
-    def offline(*a, **k):
+    def offline(url, download_root, *a, **k):
+        Path(download_root).mkdir(parents=True, exist_ok=True)  # as torchvision's does before it downloads
         raise OSError('network is unreachable')
     monkeypatch.setattr(torchvision.datasets.cifar, 'download_and_extract_archive', offline)
-    with pytest.raises(SystemExit, match=r'put cifar-10-python\.tar\.gz from https://.* into'):
+    with pytest.raises(SystemExit, match=r'put cifar-10-python\.tar\.gz from https://.* into .* and run again, or '
+                                         r'give --data the images as an ImageFolder tree$'):
         common.main(baseline, ['--data', str(tmp_path / 'cifar'), '--device', 'cpu', '--out', str(tmp_path / 'r')])
+    assert not (tmp_path / 'cifar').exists()  # the folder made for the download that failed is not left behind
 
 
 def test_streaming_gives_the_numbers_in_memory_gives_also_with_mixup_and_across_a_resume(run_args, tmp_path, capsys):
