@@ -1,0 +1,1 @@
+baseline.py --arch resnet20 --epochs 30 --batch-size 128 --seed 1
