@@ -163,8 +163,9 @@ def main(argv):
             other_data.append(name)
         elif why != 'none':
             said.append(f"== {name}: not carried from {source}: {why}; it trains")
-        counts['resumed' if (run_dir / 'last.pt').exists() else 'trained'] += 1
-        said.append(f"== {name}: {'resumed' if (run_dir / 'last.pt').exists() else 'trained'} ({run_dir})")
+        fate = 'resumed' if (run_dir / 'last.pt').exists() else 'trained'
+        counts[fate] += 1
+        said.append(f"== {name}: {fate} ({run_dir})")
     if other_data:
         said.append(f"== {published}: not carried, made on other files than DATA's: {', '.join(other_data)}")
     if refused:
