@@ -167,6 +167,11 @@ def difference(row, reference):
     return d, se, half, paired
 
 
+def delta_cell(d, half, paired):
+    """A delta as the pages give it: +- its 95% half-width, marked where unpaired or inside the interval."""
+    return f"{d:+.2f} +- {half:.2f}" + ('' if paired else ' (unpaired)') + (' *noise*' if abs(d) < half else '')
+
+
 def machines(runs, teacher_seconds=0.0, jobs='1'):
     """The machines the runs trained on, with how many runs each, and the hours all of them took (the
     distillation teacher's included), summed: the wall clock where they ran one at a time (jobs: rows.txt's)."""
@@ -251,9 +256,7 @@ def table(runs, header, missing, preset, damaged=None, diverged=None, teacher_se
         elif reference and row != reference:
             d, _, half, paired = difference(by_seed[row], by_seed[reference])
             deltas[row] = (d, half)
-            delta = f"{d:+.2f}"
-            if not math.isnan(half):
-                delta += f" +- {half:.2f}" + ('' if paired else ' (unpaired)') + (' *noise*' if abs(d) < half else '')
+            delta = f"{d:+.2f}" if math.isnan(half) else delta_cell(d, half, paired)
         results = [r for r, _ in runs[row]]
         wall = statistics.fmean(r['wall_seconds'] for r in results)
         wall = f"{wall / 60:.1f} min" if wall >= 60 else f"{wall:.0f} s"
@@ -274,7 +277,8 @@ def table(runs, header, missing, preset, damaged=None, diverged=None, teacher_se
     if missing:
         lines += ["", f"Not finished yet: {', '.join(missing)} (run `{again}` again)."]
     if damaged:
-        lines += ["", f"Damaged, left out of the table (delete them and run `{again}` again to redo those runs):"] + [f"- {why}" for whys in damaged.values() for why in whys]
+        lines += ["", f"Damaged, left out of the table (delete them and run `{again}` again to redo those runs):"]
+        lines += [f"- {why}" for whys in damaged.values() for why in whys]
     return '\n'.join(lines) + '\n', deltas
 
 
@@ -386,7 +390,8 @@ def teacher(root):
 
 
 def describe(teacher):
-    return f"{teacher['args'].get('arch')}, {teacher['epochs']} epoch{'s' * (teacher['epochs'] != 1)}, {teacher['final_test_acc']:.2f}%"
+    epochs = teacher['epochs']
+    return f"{teacher['args'].get('arch')}, {epochs} epoch{'s' * (epochs != 1)}, {teacher['final_test_acc']:.2f}%"
 
 
 def comparison(tables, teachers=()):
@@ -409,7 +414,7 @@ def comparison(tables, teachers=()):
         lines.append(f"- the tables train in other precisions ({', '.join(words)}): "
                      "a change between them is the schedule's and the precision's together")
     known = [(preset, t) for (preset, _), t in zip(tables, teachers) if t]
-    if 'distill' in rows and len({describe(t).rsplit(',', 1)[0] for _, t in known}) > 1:
+    if 'distill' in rows and len({(t['args'].get('arch'), t['epochs']) for _, t in known}) > 1:
         lines.append("- distill: the tables' teachers differ (" + '; '.join(f"{preset}: {describe(t)}" for preset, t
                                                                        in known) +
                      "): its change between them is the teacher's as well as the schedule's")
@@ -426,8 +431,7 @@ def comparison(tables, teachers=()):
             by_seed = accuracies_by_seed({r: runs[r] for r in (row, reference)})
             d, _, half, paired = difference(by_seed[row], by_seed[reference])
             deltas.setdefault(row, []).append((d, half))
-            cells.append(f"{d:+.2f} +- {half:.2f}" + ('' if paired else ' (unpaired)') +
-                         (' *noise*' if abs(d) < half else ''))
+            cells.append(delta_cell(d, half, paired))
         lines.append(f"| {row} | {' | '.join(cells)} |")
     return '\n'.join(lines) + '\n', deltas
 
