@@ -632,3 +632,13 @@ def test_summarize_compare_gives_each_tricks_delta_in_both_tables_for_the_rows_b
             "80.00%): its change between them is the teacher's as well as the schedule's") in page
     assert '- the tables train in other precisions (bfloat16, not recorded)' in page  # fake_run records none
     assert '- recipe: resnet20, 30 epochs, batch 128, bfloat16;' in page
+
+
+def test_summarize_compare_of_tables_that_share_only_the_baseline_is_one_line(tmp_path):
+    for root, acc in ((tmp_path / 'recipe', 90.0), (tmp_path / 'cpu', 70.0)):
+        fake_run(root, 'baseline', 0, acc)
+    fake_run(tmp_path / 'cpu', 'cosine', 0, 71.0)
+    with pytest.raises(SystemExit, match=r"^error: the tables share no row but baseline: there is no trick to compare "
+                                         r"yet \(train one of the other table's rows in this one first\)$"):
+        summarize.main([str(tmp_path / 'recipe'), '--out', str(tmp_path / 'out'), '--compare', str(tmp_path / 'cpu')])
+    assert not (tmp_path / 'out' / 'ablation-recipe-vs-cpu.png').exists()

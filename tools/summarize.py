@@ -402,6 +402,9 @@ def comparison(tables, teachers=()):
     reference = next((r for r in REFERENCE_ROWS if r in rows), None)
     if reference is None:
         raise SystemExit("error: the tables share no baseline row: there is nothing to compare a trick to")
+    if rows == [reference]:
+        raise SystemExit(f"error: the tables share no row but {reference}: there is no trick to compare yet (train one "
+                         "of the other table's rows in this one first)")
     lines = [f"# Ablation: {' against '.join(preset for preset, _ in tables)}", ""]
     for preset, runs in tables:
         base = runs[reference][0][0]
