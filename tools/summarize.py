@@ -139,6 +139,12 @@ def accuracies_by_seed(runs):
     return {row: {r['args']['seed']: r['final_test_acc'] for r, _ in seeds} for row, seeds in runs.items()}
 
 
+def finished_rows(runs, header):
+    """The rows of `runs` whose seeds are all in (rows.txt's `seeds`; every row where it says none)."""
+    planned = int(header.get('seeds', ['0'])[0])
+    return {row: seeds for row, seeds in runs.items() if len({r['args']['seed'] for r, _ in seeds}) >= planned}
+
+
 def stats(values):
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else float('nan')
@@ -286,9 +292,8 @@ def published(runs, header, page, data_name):
     """What the repo quotes from a table, recomputed from its raw results: README's Results table (the rows
     whose seeds are all in, beside the paper's change) and, per script, the "Measured here" lines of its
     docstring. page: where the table is, as README links it."""
-    planned = int(header.get('seeds', ['0'])[0])
     by_seed = accuracies_by_seed(runs)
-    done = [row for row in by_seed if len(by_seed[row]) >= planned]
+    done = list(finished_rows(runs, header))
     reference = next((r for r in REFERENCE_ROWS if r in done), None)
     scripts = {words[0]: (words + [f'{words[0]}.py'])[1] for words in map(str.split, header.get('row', [])) if words}
     lines = ["| Row | Test acc. (%) | Delta (95% interval) | Reported |", "|---|---|---|---|"]
@@ -394,14 +399,16 @@ def describe(teacher):
     return f"{teacher['args'].get('arch')}, {epochs} epoch{'s' * (epochs != 1)}, {teacher['final_test_acc']:.2f}%"
 
 
-def comparison(tables, teachers=()):
+def comparison(tables, teachers=(), training=()):
     """Each trick's paired delta to its own table's baseline with its 95% interval, in each of `tables`
     ([(preset, runs)]), for the rows every table holds: the page's text, and {row: [(delta, half-width) per
-    table]} for the plot. teachers: each table's distillation teacher (its result, or None)."""
+    table]} for the plot. teachers: each table's distillation teacher (its result, or None); training: the
+    rows they share that are left out because a table still trains their seeds."""
     rows = [row for row in tables[0][1] if all(row in runs for _, runs in tables[1:])]
     reference = next((r for r in REFERENCE_ROWS if r in rows), None)
     if reference is None:
-        raise SystemExit("error: the tables share no baseline row: there is nothing to compare a trick to")
+        raise SystemExit("error: the tables share no baseline row with all its seeds in: there is nothing to compare a "
+                         "trick to yet")
     if rows == [reference]:
         raise SystemExit(f"error: the tables share no row but {reference}: there is no trick to compare yet (train one "
                          "of the other table's rows in this one first)")
@@ -421,6 +428,8 @@ def comparison(tables, teachers=()):
         lines.append("- distill: the tables' teachers differ (" + '; '.join(f"{preset}: {describe(t)}" for preset, t
                                                                        in known) +
                      "): its change between them is the teacher's as well as the schedule's")
+    if training:
+        lines.append(f"- still training, left out until their seeds are all in: {', '.join(training)}")
     lines += ["- delta: to the same table's baseline, the mean of the per-seed differences +- the half-width of its "
               "95% interval; *noise*: inside it; the rows both tables hold", "",
               "| Row | " + ' | '.join(f"{preset}: delta" for preset, _ in tables) + " |",
@@ -511,9 +520,11 @@ def main(argv=None):
         if not other:
             raise SystemExit(f"error: --compare {args.compare}: no finished run there (expected "
                              "<row>/s<seed>/result.json)")
-        tables = [(preset, runs), (other_header.get('preset', [Path(args.compare).name])[0], other)]
+        tables = [(preset, finished_rows(runs, header)),
+                  (other_header.get('preset', [Path(args.compare).name])[0], finished_rows(other, other_header))]
+        training = [row for row in runs if row in other and not all(row in done for _, done in tables)]
         name = f"ablation-{tables[0][0]}-vs-{tables[1][0]}"
-        compared, compared_deltas = comparison(tables, [t, teacher(Path(args.compare))])
+        compared, compared_deltas = comparison(tables, [t, teacher(Path(args.compare))], training)
         (out / f'{name}.md').write_text(compared)
         print(f"\n{compared}\nwrote {out / f'{name}.md'}")
         print(plot_comparison(tables, compared_deltas, out / f'{name}.png'))
