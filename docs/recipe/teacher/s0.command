@@ -1,0 +1,1 @@
+baseline.py --arch resnet20 --epochs 30 --batch-size 128 --amp bf16 --arch resnet56 --seed 0 
