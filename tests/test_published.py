@@ -5,7 +5,6 @@
 import ast
 import json
 import re
-import statistics
 
 import pytest
 
@@ -87,7 +86,7 @@ def test_readme_gives_the_recipe_teachers_margin_over_the_baseline_as_the_raw_re
     runs, header, _, _ = summarize.read_runs(REPO / 'docs' / 'recipe')
     teacher = summarize.teacher(REPO / 'docs' / 'recipe')
     assert (REPO / 'docs' / 'recipe' / 'teacher' / 's0' / 'model.pt').is_file()
-    baseline = statistics.fmean(summarize.accuracies_by_seed(runs)['baseline'].values())
+    baseline = summarize.stats(list(summarize.accuracies_by_seed(runs)['baseline'].values()))[0]
     margin = teacher['final_test_acc'] - baseline
     readme = one_line((REPO / 'README.md').read_text())
     said = (f"teacher reached {teacher['final_test_acc']:.2f}%, {margin:.2f} points above the baseline's "
