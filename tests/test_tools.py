@@ -647,17 +647,19 @@ def test_summarize_compare_of_tables_that_share_only_the_baseline_is_one_line(tm
 def test_summarize_compare_leaves_out_a_row_whose_seeds_are_not_all_in_and_says_so(tmp_path):
     short, long = tmp_path / 'cpu', tmp_path / 'recipe'
     for root, base, seeds in ((short, 70.0, (0, 1)), (long, 90.0, (0, 1))):
-        (root.mkdir(parents=True), (root / 'rows.txt').write_text(f'preset {root.name}\nseeds 2\n'))
+        (root.mkdir(parents=True), (root / 'rows.txt').write_text(f'preset {root.name}\nseeds 2\n' + ''.join(
+            f'row {row} {row}.py\n' for row in ('baseline', 'cosine', 'labelsmooth', 'mixup'))))
         for seed in seeds:
             fake_run(root, 'baseline', seed, base + seed)
             fake_run(root, 'cosine', seed, base + 1 + seed)
-    fake_run(short, 'mixup', 0, 69.0)  # both seeds in the short table, one of two in the long one
-    fake_run(short, 'mixup', 1, 69.0)
+    for row in ('mixup', 'labelsmooth'):  # both seeds in the short table; one of two in the long one, and none
+        fake_run(short, row, 0, 69.0)
+        fake_run(short, row, 1, 69.0)
     fake_run(long, 'mixup', 0, 91.0)
     summarize.main([str(long), '--out', str(tmp_path / 'out'), '--compare', str(short)])
     page = (tmp_path / 'out' / 'ablation-recipe-vs-cpu.md').read_text()
     assert [line.split(' |')[0] for line in page.splitlines() if line.startswith('| ')][1:] == ['| cosine']
-    assert '- still training, left out until their seeds are all in: mixup\n' in page
+    assert '- still training, left out until their seeds are all in: labelsmooth, mixup\n' in page
     (long / 'baseline' / 's1').rename(tmp_path / 'away')
     with pytest.raises(SystemExit, match=r"^error: the tables share no baseline row with all its seeds in: there is "
                                          r"nothing to compare a trick to yet$"):

@@ -461,11 +461,12 @@ def plot_comparison(tables, deltas, path):
     fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 1 + 0.5 * len(deltas)), squeeze=False)
     height = 0.8 / len(tables)
     for bars, names in zip(axes[0], groups):
-        for k, ((preset, _), colour) in enumerate(zip(tables, colours(len(tables)))):
+        for k, ((preset, runs), colour) in enumerate(zip(tables, colours(len(tables)))):
             place = [i + k * height for i in range(len(names))]
             values = [deltas[n][k][0] for n in names]
             errors = [0 if math.isnan(deltas[n][k][1]) else deltas[n][k][1] for n in names]
-            bars.barh(place, values, height, xerr=errors, color=colour, label=preset)
+            bars.barh(place, values, height, xerr=errors, color=colour,
+                      label=f"{preset}: {runs[reference][0][0]['epochs']} epochs")
         bars.set_yticks([i + height * (len(tables) - 1) / 2 for i in range(len(names))], names)
         bars.legend(fontsize=8)
         finish(bars, reference, names is apart)
@@ -522,7 +523,8 @@ def main(argv=None):
                              "<row>/s<seed>/result.json)")
         tables = [(preset, finished_rows(runs, header)),
                   (other_header.get('preset', [Path(args.compare).name])[0], finished_rows(other, other_header))]
-        training = [row for row in runs if row in other and not all(row in done for _, done in tables)]
+        planned = dict.fromkeys([value.split()[0] for value in header.get('row', [])] + list(runs))
+        training = [row for row in planned if row in other and not all(row in done for _, done in tables)]
         name = f"ablation-{tables[0][0]}-vs-{tables[1][0]}"
         compared, compared_deltas = comparison(tables, [t, teacher(Path(args.compare))], training)
         (out / f'{name}.md').write_text(compared)
