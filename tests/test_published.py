@@ -1,6 +1,6 @@
 """Every figure the repo publishes from its tables is recomputed here from the committed raw results
-(docs/recipe/, docs/cpu/): the pages docs/ablation-<preset>.md, README's Results tables and the trick scripts'
-"Measured here" lines. After new runs are committed, `python tools/summarize.py docs/<preset> --out docs
+(docs/recipe/, docs/cpu/): the pages docs/ablation-<preset>.md, the comparison of both tables
+docs/ablation-recipe-vs-cpu.md, README's Results tables and the trick scripts' "Measured here" lines. After new runs are committed, `python tools/summarize.py docs/<preset> --out docs
 --data-name 'CIFAR-10 (JPEG copy)' --note ...` (the page's notes) prints what README and the docstrings must say."""
 import ast
 import json
@@ -28,6 +28,15 @@ def test_the_page_is_what_summarize_writes_from_the_raw_results(tmp_path, preset
     args = [str(raw), '--out', str(tmp_path)] + [a for note in notes for a in ('--note', note)]
     assert summarize.main(args) == page, f"docs/ablation-{preset}.md is not what `python tools/summarize.py " \
                                          f"docs/{preset}` writes"
+
+
+def test_the_comparison_is_what_summarize_writes_from_both_tables_raw_results(tmp_path):
+    """Each trick's delta at 30 epochs beside its delta at 6, from docs/recipe/ and docs/cpu/; README links it."""
+    name = 'ablation-recipe-vs-cpu.md'
+    summarize.main([str(REPO / 'docs' / 'recipe'), '--out', str(tmp_path), '--compare', str(REPO / 'docs' / 'cpu')])
+    assert (tmp_path / name).read_text() == (REPO / 'docs' / name).read_text(), \
+        f"docs/{name} is not what `python tools/summarize.py docs/recipe --out docs --compare docs/cpu` writes"
+    assert f'(docs/{name})' in (REPO / 'README.md').read_text()
 
 
 def published(preset):
