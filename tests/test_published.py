@@ -1,7 +1,8 @@
 """Every figure the repo publishes from its tables is recomputed here from the committed raw results
 (docs/recipe/, docs/cpu/): the pages docs/ablation-<preset>.md, the comparison of both tables
-docs/ablation-recipe-vs-cpu.md, README's Results tables and the trick scripts' "Measured here" lines. After new runs are committed, `python tools/summarize.py docs/<preset> --out docs
---data-name 'CIFAR-10 (JPEG copy)' --note ...` (the page's notes) prints what README and the docstrings must say."""
+docs/ablation-recipe-vs-cpu.md, README's Results tables and the trick scripts' "Measured here" lines. After new
+runs are committed, `python tools/summarize.py docs/<preset> --out docs --data-name 'CIFAR-10 (JPEG copy)' --note
+...` (the page's notes; for recipe also `--compare docs/cpu`) prints what README and the docstrings must say."""
 import ast
 import json
 import re
