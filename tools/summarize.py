@@ -101,14 +101,13 @@ def other_setting(a, b):
 def read_runs(root):
     """{row: [(result, log rows) per seed]} in the order of rows.txt, its header lines, the rows with no
     finished run, and {row: [why, per damaged run]}: a damaged run is named and left out, not fatal."""
-    header, order = {}, []
+    header = {}
     rows_file = root / 'rows.txt'
     if rows_file.exists():
         for line in rows_file.read_text().splitlines():
             key, _, value = line.partition(' ')
             header.setdefault(key, []).append(value)
-            if key == 'row':
-                order.append(value.split()[0])
+    order = planned_rows(header)
     found = sorted(p.parent.parent.name for p in root.glob('*/s*/result.json') if p.parent.parent.name != 'teacher')
     runs, damaged = {}, {}
     for row in order + [r for r in dict.fromkeys(found) if r not in order]:
@@ -132,6 +131,11 @@ def read_runs(root):
                                  "runs of one setting; move one of them to another folder")
             runs.setdefault(row, []).append(run)
     return runs, header, [r for r in order if r not in runs and r not in damaged], damaged
+
+
+def planned_rows(header):
+    """The rows rows.txt plans, in its order (its `row NAME SCRIPT FLAGS` lines)."""
+    return [value.split()[0] for value in header.get('row', [])]
 
 
 def accuracies_by_seed(runs):
@@ -523,7 +527,7 @@ def main(argv=None):
                              "<row>/s<seed>/result.json)")
         tables = [(preset, finished_rows(runs, header)),
                   (other_header.get('preset', [Path(args.compare).name])[0], finished_rows(other, other_header))]
-        planned = dict.fromkeys([value.split()[0] for value in header.get('row', [])] + list(runs))
+        planned = dict.fromkeys(planned_rows(header) + list(runs))
         training = [row for row in planned if row in other and not all(row in done for _, done in tables)]
         name = f"ablation-{tables[0][0]}-vs-{tables[1][0]}"
         compared, compared_deltas = comparison(tables, [t, teacher(Path(args.compare))], training)
