@@ -1,0 +1,1 @@
+resnet_d.py --arch resnet20 --epochs 30 --batch-size 128 --amp bf16 --variant D --seed 3 
