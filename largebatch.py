@@ -17,6 +17,8 @@ Measured here (docs/ablation-recipe.md, row largebatch: resnet20, CIFAR-10 (JPEG
 epochs, batch 1024, 4 seeds): 85.87 -> 63.95 top-1, -21.92 +- 57.07 (95% interval: noise).
 Its seed 2 collapsed to chance (10.00%); the other three ended 2.7 to 6.3 points under the
 baseline's same seeds.
+Measured here (docs/ablation-recipe.md, row largebatch+warmup: resnet20, CIFAR-10 (JPEG copy),
+30 epochs, batch 1024, 4 seeds): 85.87 -> 85.17 top-1, -0.70 +- 0.57 (95% interval).
 Measured here (docs/ablation-cpu.md, row largebatch: resnet20, CIFAR-10 (JPEG copy), 6 epochs,
 batch 1024, 4 seeds): 77.08 -> 30.28 top-1, -46.80 +- 12.51 (95% interval).
 Measured here (docs/ablation-cpu.md, row largebatch+warmup: resnet20, CIFAR-10 (JPEG copy),
